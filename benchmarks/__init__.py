@@ -1,0 +1,1 @@
+"""fxkit vs torch.fx benchmarks: same process, alternating repetitions, ratios only."""

@@ -1,0 +1,587 @@
+"""The :class:`Graph`: an ordered, editable list of :class:`~fxkit.node.Node` objects.
+
+Editing is O(1) per node: nodes form an intrusive linked list around a sentinel ``root``;
+names come from per-base counters (no scan of existing names); ``find_nodes`` reads an index
+keyed by ``(op, target)`` that is updated as nodes are created, retargeted and erased.
+Turning a graph into Python lives in :mod:`fxkit.codegen`; this module re-exports its names.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import copy
+import inspect
+import keyword
+import re
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from fxkit.codegen import (
+    CodeGen,
+    PythonCode,
+    _custom_builtins,
+    _PyTreeCodeGen,
+    _PyTreeInfo,
+    describe_target,
+)
+from fxkit.node import Argument, Node, Target, map_arg
+
+if TYPE_CHECKING:
+    from fxkit.graph_module import GraphModule
+
+__all__ = ["Graph", "CodeGen", "PythonCode", "_PyTreeCodeGen", "_PyTreeInfo"]
+
+_NAME_PARTS = re.compile(r"^([a-zA-Z_][0-9a-zA-Z_]*?)(?:_(\d+))?$")
+_NOT_IDENTIFIER_CHARS = re.compile(r"[^0-9a-zA-Z_]+")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z])([A-Z])")
+_RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(_custom_builtins)
+
+
+class _NameAllocator:
+    """Hands out unique identifiers: ``add``, ``add_1``, ``add_2`` ... in O(1) each.
+
+    A candidate is cleaned into an identifier, split into ``base`` and numeric suffix, and the
+    next free suffix for that base is remembered so later requests never rescan.
+    """
+
+    __slots__ = ("used", "next_suffix")
+
+    def __init__(self) -> None:
+        self.used: set = set()
+        self.next_suffix: Dict[str, int] = {}
+
+    def allocate(self, candidate: str) -> str:
+        parts = _NAME_PARTS.match(candidate)
+        if parts is None:
+            candidate = _NOT_IDENTIFIER_CHARS.sub("_", candidate) or "_unnamed"
+            if candidate[0].isdigit():
+                candidate = "_" + candidate
+            parts = _NAME_PARTS.match(candidate)
+            assert parts is not None
+        base, suffix = parts.group(1, 2)
+        used = self.used
+        if suffix is not None and candidate not in used:
+            n = int(suffix)
+        else:
+            n = self.next_suffix.get(base, 0)
+            if candidate in _RESERVED:
+                n += 1
+                candidate = f"{base}_{n}"
+        while candidate in used:
+            n += 1
+            candidate = f"{base}_{n}"
+        used.add(candidate)
+        self.next_suffix[base] = n
+        return candidate
+
+    def reserve(self, name: str) -> None:
+        self.used.add(name)
+
+
+def _candidate_name(op: str, target: Target) -> str:
+    """The name a node gets by default, derived from what it calls."""
+    if op == "call_module" or op == "get_attr":
+        text = target
+    elif callable(target):
+        text = getattr(target, "__name__", None) or type(target).__name__
+    else:
+        text = target if isinstance(target, str) else type(target).__name__
+        if text.startswith("__") and text.endswith("__"):
+            text = text[2:-2]
+    if not isinstance(text, str):
+        text = type(target).__name__
+    return _CAMEL_HUMP.sub(r"_\1", text).lower()  # type: ignore[arg-type]
+
+
+class _NodeView:
+    """Live view over a graph's nodes: ``len``, iteration, ``reversed``, ``in``.
+
+    Iteration tolerates erasing the node just yielded (erased nodes keep their links).
+    """
+
+    __slots__ = ("_graph", "_backwards")
+
+    def __init__(self, graph: "Graph", backwards: bool = False) -> None:
+        self._graph = graph
+        self._backwards = backwards
+
+    def __len__(self) -> int:
+        return self._graph._len
+
+    def __iter__(self) -> Iterator[Node]:
+        root = self._graph._root
+        step = "_prev" if self._backwards else "_next"
+        cur = getattr(root, step)
+        while cur is not root:
+            if not cur._erased:
+                yield cur
+            cur = getattr(cur, step)
+
+    def __reversed__(self) -> "_NodeView":
+        return _NodeView(self._graph, not self._backwards)
+
+    def __contains__(self, node: object) -> bool:
+        return isinstance(node, Node) and node.graph is self._graph and not node._erased
+
+    def __bool__(self) -> bool:
+        return self._graph._len > 0
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} nodes: {', '.join(n.name for n in self)}>"
+
+
+class _InsertPoint:
+    """Sets where new nodes go as soon as it is made; restores the old place on ``__exit__``."""
+
+    __slots__ = ("_graph", "_saved")
+
+    def __init__(self, graph: "Graph", anchor: Node) -> None:
+        self._graph = graph
+        self._saved = graph._insert_anchor
+        graph._insert_anchor = anchor
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        self._graph._insert_anchor = self._saved
+
+
+class Graph:
+    """The IR of fxkit: a list of :class:`Node` in execution order.
+
+    Build one with the node-creating methods (``placeholder``, ``call_function``, ...), edit it
+    with the Node API, check it with :meth:`lint`, and run it through
+    :class:`~fxkit.graph_module.GraphModule`, which generates Python from it::
+
+        g = Graph()
+        x = g.placeholder("x")
+        y = g.call_function(torch.relu, (x,))
+        g.output(y)
+        print(g)
+    """
+
+    def __init__(
+        self,
+        owning_module: Optional["GraphModule"] = None,
+        tracer_cls: Optional[type] = None,
+        tracer_extras: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self._root = Node(self, "", "root", "", (), {})
+        self._root._order = 0
+        self._len = 0
+        self._names = _NameAllocator()
+        self._by_name: Dict[str, Node] = {}
+        self._by_op_target: Dict[Tuple[str, Any], Dict[Node, None]] = {}
+        self._insert_anchor: Node = self._root  # new nodes go before this (root: the end)
+        self._maybe_unordered = False
+        self._owners = 0
+        self._owning_module = owning_module
+        self._tracer_cls = tracer_cls
+        self._tracer_extras = tracer_extras
+        self._codegen: CodeGen = CodeGen()
+        self._co_fields: Dict[str, Any] = {}
+
+    # --- ownership -----------------------------------------------------------------------------
+
+    @property
+    def owning_module(self) -> Optional["GraphModule"]:
+        """The GraphModule this graph belongs to (used by lint and purity checks)."""
+        return self._owning_module
+
+    @owning_module.setter
+    def owning_module(self, mod: Optional["GraphModule"]) -> None:
+        self._owning_module = mod
+
+    @property
+    def nodes(self) -> _NodeView:
+        """All nodes in order; supports ``len``, iteration, ``reversed`` and ``in``."""
+        return _NodeView(self)
+
+    def output_node(self) -> Node:
+        """The graph's ``output`` node (the last node)."""
+        last = self._root._prev
+        if last.op != "output":
+            raise RuntimeError("this graph has no output node (call graph.output(...) first)")
+        return last
+
+    # --- indexes -------------------------------------------------------------------------------
+
+    def _index(self, node: Node) -> None:
+        key = (node.op, node._target)
+        try:
+            self._by_op_target.setdefault(key, {})[node] = None
+        except TypeError:  # unhashable target: only findable by op
+            self._by_op_target.setdefault((node.op, _UNHASHABLE), {})[node] = None
+
+    def _unindex(self, node: Node) -> None:
+        try:
+            bucket = self._by_op_target.get((node.op, node._target))
+        except TypeError:
+            bucket = self._by_op_target.get((node.op, _UNHASHABLE))
+        if bucket is not None:
+            bucket.pop(node, None)
+
+    def find_nodes(self, *, op: str, target: Optional[Target] = None, sort: bool = True):
+        """Nodes with the given ``op`` (and ``target``, if given), from an index: O(matches)."""
+        if target is None:
+            found = [n for (o, _), bucket in self._by_op_target.items() if o == op for n in bucket]
+        else:
+            bucket = self._by_op_target.get((op, target), {})
+            found = list(bucket)
+        if sort:
+            found.sort(key=lambda n: n._order)
+        return found
+
+    # --- creating nodes ------------------------------------------------------------------------
+
+    def create_node(
+        self,
+        op: str,
+        target: Target,
+        args: Optional[Tuple[Argument, ...]] = None,
+        kwargs: Optional[Dict[str, Argument]] = None,
+        name: Optional[str] = None,
+        type_expr: Optional[Any] = None,
+    ) -> Node:
+        """Create a node and insert it at the current insertion point (see ``inserting_*``)."""
+        args = () if args is None else args
+        kwargs = {} if kwargs is None else kwargs
+        if not isinstance(args, tuple):
+            raise TypeError(f"args must be a tuple, got {type(args).__name__}: {args!r}")
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}: {kwargs!r}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"node name must be a string, got {name!r}")
+        candidate = name if name else _candidate_name(op, target)
+        # Validate by building the node before the name is taken, so a refused node leaves
+        # no trace in the namespace.
+        node = Node(self, candidate, op, target, args, kwargs, type_expr)
+        node.name = self._names.allocate(candidate)
+        self._insert(node)
+        return node
+
+    def _insert(self, node: Node) -> None:
+        anchor = self._insert_anchor
+        node._link_before(anchor)
+        self._len += 1
+        self._by_name[node.name] = node
+        self._index(node)
+        if anchor is not self._root:
+            order = node._order
+            for inp in node._input_nodes:
+                if inp._order > order:  # type: ignore[operator]
+                    self._maybe_unordered = True
+                    break
+
+    def placeholder(
+        self,
+        name: str,
+        type_expr: Optional[Any] = None,
+        default_value: Any = inspect.Signature.empty,
+    ) -> Node:
+        """Add a function input called ``name`` (``*args``/``**kw`` names are allowed)."""
+        if not isinstance(name, str) or not name.lstrip("*"):
+            raise ValueError(f"placeholder needs a non-empty string name, got {name!r}")
+        args = () if default_value is inspect.Signature.empty else (default_value,)
+        return self.create_node("placeholder", name, args, type_expr=type_expr)
+
+    def get_attr(self, qualified_name: str, type_expr: Optional[Any] = None) -> Node:
+        """Read a parameter, buffer or other attribute of the owning module by dotted path."""
+        self._warn_if_missing(qualified_name, "get_attr")
+        return self.create_node("get_attr", qualified_name, type_expr=type_expr)
+
+    def call_module(
+        self,
+        module_name: str,
+        args: Optional[Tuple[Argument, ...]] = None,
+        kwargs: Optional[Dict[str, Argument]] = None,
+        type_expr: Optional[Any] = None,
+    ) -> Node:
+        """Call the submodule at dotted path ``module_name``."""
+        self._warn_if_missing(module_name, "call_module")
+        return self.create_node("call_module", module_name, args, kwargs, type_expr=type_expr)
+
+    def call_method(
+        self,
+        method_name: str,
+        args: Optional[Tuple[Argument, ...]] = None,
+        kwargs: Optional[Dict[str, Argument]] = None,
+        type_expr: Optional[Any] = None,
+    ) -> Node:
+        """Call method ``method_name`` on ``args[0]``."""
+        return self.create_node("call_method", method_name, args, kwargs, type_expr=type_expr)
+
+    def call_function(
+        self,
+        the_function: Callable[..., Any],
+        args: Optional[Tuple[Argument, ...]] = None,
+        kwargs: Optional[Dict[str, Argument]] = None,
+        type_expr: Optional[Any] = None,
+    ) -> Node:
+        """Call the free function ``the_function``."""
+        return self.create_node("call_function", the_function, args, kwargs, type_expr=type_expr)
+
+    def output(self, result: Argument, type_expr: Optional[Any] = None) -> Node:
+        """Add the ``output`` node returning ``result`` (any nesting of nodes and constants)."""
+        return self.create_node("output", "output", (result,), type_expr=type_expr)
+
+    def _warn_if_missing(self, qualified_name: str, op: str) -> None:
+        root = self._owning_module
+        if root is None or not isinstance(qualified_name, str):
+            return
+        obj: Any = root
+        for part in qualified_name.split("."):
+            if not hasattr(obj, part):
+                import warnings
+
+                warnings.warn(
+                    f"{op} target {qualified_name!r} does not exist on the owning module "
+                    f"{type(root).__name__} yet; add it (e.g. with add_submodule/setattr) "
+                    "before the code runs",
+                    stacklevel=3,
+                )
+                return
+            obj = getattr(obj, part)
+
+    # --- editing -------------------------------------------------------------------------------
+
+    def inserting_before(self, n: Optional[Node] = None) -> _InsertPoint:
+        """New nodes go just before ``n`` (the very start if ``None``); a context manager."""
+        if n is None:
+            return _InsertPoint(self, self._root._next)
+        self._check_own(n, "inserting_before")
+        return _InsertPoint(self, n)
+
+    def inserting_after(self, n: Optional[Node] = None) -> _InsertPoint:
+        """New nodes go just after ``n`` (the very end if ``None``); a context manager.
+
+        Successive nodes stack in creation order after ``n``.
+        """
+        if n is None:
+            return _InsertPoint(self, self._root)
+        self._check_own(n, "inserting_after")
+        return _InsertPoint(self, n._next)
+
+    def _check_own(self, n: Node, what: str) -> None:
+        if not isinstance(n, Node):
+            raise TypeError(f"{what} expects a Node, got {type(n).__name__}")
+        if n.graph is not self or n._erased:
+            raise ValueError(f"{what}: node {n.name!r} is not in this graph")
+
+    def _move_before(self, x: Node, anchor: Node) -> None:
+        """Move ``x`` (already in this graph) to just before ``anchor``."""
+        if x._erased:
+            raise ValueError(f"cannot move erased node {x.name!r}")
+        was_linked = x._order is not None
+        if self._insert_anchor is x:
+            self._insert_anchor = x._next
+        if was_linked:
+            x._unlink()
+        x._link_before(anchor)
+        if not was_linked:
+            x.name = self._names.allocate(x.name)
+            self._len += 1
+            self._by_name[x.name] = x
+            self._index(x)
+        order = x._order
+        if any(i._order > order for i in x._input_nodes) or any(u._order < order for u in x.users):  # type: ignore[operator]
+            self._maybe_unordered = True
+
+    def erase_node(self, to_erase: Node) -> None:
+        """Remove a node that nobody uses; raises (and changes nothing) if it still has users."""
+        if not isinstance(to_erase, Node):
+            raise TypeError(f"erase_node expects a Node, got {type(to_erase).__name__}")
+        if to_erase.graph is not self:
+            raise ValueError(f"cannot erase {to_erase.name!r}: it belongs to another graph")
+        if to_erase._erased:
+            raise ValueError(f"node {to_erase.name!r} was already erased")
+        if to_erase.users:
+            users = ", ".join(u.name for u in list(to_erase.users)[:5])
+            raise RuntimeError(
+                f"cannot erase node {to_erase.name!r}: it still has {len(to_erase.users)} "
+                f"user(s) ({users}); replace its uses first (replace_all_uses_with)"
+            )
+        if to_erase.op == "root":
+            raise ValueError("the sentinel root node cannot be erased")
+        if self._insert_anchor is to_erase:
+            self._insert_anchor = to_erase._next
+        to_erase._unlink()
+        to_erase._erased = True
+        self._len -= 1
+        self._unindex(to_erase)
+        if self._by_name.get(to_erase.name) is to_erase:
+            del self._by_name[to_erase.name]
+        for inp in to_erase._input_nodes:
+            inp.users.pop(to_erase, None)
+        to_erase._input_nodes = {}
+        to_erase._args = map_arg(to_erase._args, lambda n: None)  # type: ignore[assignment]
+        to_erase._kwargs = map_arg(to_erase._kwargs, lambda n: None)  # type: ignore
+
+    def node_copy(
+        self, node: Node, arg_transform: Callable[[Node], Argument] = lambda x: x
+    ) -> Node:
+        """Copy ``node`` (possibly from another graph) into this one, mapping its node inputs
+        through ``arg_transform``; meta is copied shallowly."""
+        if not isinstance(node, Node):
+            raise TypeError(f"node_copy expects a Node, got {type(node).__name__}")
+        args = map_arg(node.args, arg_transform)
+        kwargs = map_arg(node.kwargs, arg_transform)
+        result = self.create_node(node.op, node.target, args, kwargs, node.name, node.type)
+        result.meta = copy.copy(node.meta)
+        return result
+
+    def graph_copy(
+        self,
+        g: "Graph",
+        val_map: Dict[Node, Node],
+        return_output_node: bool = False,
+    ) -> Optional[Argument]:
+        """Append copies of all of ``g``'s nodes except its output; ``val_map`` maps old nodes
+        to new ones (pre-seed it to substitute inputs). Returns what ``g`` outputs, mapped."""
+        if not isinstance(g, Graph):
+            raise TypeError(f"graph_copy expects a Graph, got {type(g).__name__}")
+        for node in g.nodes:
+            if node in val_map:
+                continue
+            if node.op == "output":
+                value = map_arg(node.args[0], val_map.__getitem__)
+                return (value, node) if return_output_node else value
+            val_map[node] = self.node_copy(node, val_map.__getitem__)
+        return None
+
+    def __deepcopy__(self, memo: Optional[Dict[int, Any]] = None) -> "Graph":
+        memo = {} if memo is None else memo
+        fresh = Graph(tracer_cls=self._tracer_cls, tracer_extras=self._tracer_extras)
+        memo[id(self)] = fresh
+        fresh._codegen = copy.deepcopy(self._codegen, memo)
+        copied = fresh.graph_copy(self, {}, return_output_node=True)
+        if copied is not None:
+            value, old_output = copied  # type: ignore[misc]
+            out = fresh.output(value, type_expr=old_output.type)
+            out.meta = copy.copy(old_output.meta)
+        return fresh
+
+    def eliminate_dead_code(self, is_impure_node: Optional[Callable[[Node], bool]] = None) -> bool:
+        """Erase nodes whose values are unused and that have no side effects; True if any."""
+        impure = is_impure_node or (lambda n: n.is_impure())
+        changed = False
+        for node in reversed(self.nodes):
+            if not node.users and not impure(node):
+                self.erase_node(node)
+                changed = True
+        return changed
+
+    # --- checking and showing ------------------------------------------------------------------
+
+    def lint(self) -> None:
+        """Check the graph is well formed; raises with the bad node and its neighbourhood.
+
+        Checks ownership, op/target kinds, that inputs come before their users, that users and
+        inputs agree, that names are unique, and (with an owning module) that get_attr and
+        call_module targets exist.
+        """
+        from fxkit._lint import lint_graph
+
+        lint_graph(self)
+        self._maybe_unordered = False
+
+    def __str__(self) -> str:
+        header: List[str] = [""]
+        lines = [n.format_node(maybe_return_typename=header) for n in self.nodes]
+        return f"graph(){header[0]}:" + "".join(f"\n    {line}" for line in lines if line)
+
+    def __repr__(self) -> str:
+        return f"<fxkit.Graph with {self._len} nodes>"
+
+    def print_tabular(self) -> None:
+        """Print one row per node (opcode, name, target, args, kwargs); uses ``tabulate`` when
+        installed and a built-in formatter otherwise."""
+        print(self._tabular_text())
+
+    def _tabular_text(self) -> str:
+        headers = ["opcode", "name", "target", "args", "kwargs"]
+        rows = [
+            [n.op, n.name, _tabular_target(n), repr(n.args), repr(dict(n.kwargs))]
+            for n in self.nodes
+        ]
+        try:
+            from tabulate import tabulate
+        except ImportError:
+            widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+            out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+            out.append("  ".join("-" * w for w in widths))
+            out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+            return "\n".join(out)
+        return tabulate(rows, headers=headers)
+
+    # --- code generation -----------------------------------------------------------------------
+
+    def set_codegen(self, codegen: CodeGen) -> None:
+        """Use ``codegen`` to turn this graph into Python (e.g. a pytree-aware CodeGen)."""
+        if not isinstance(codegen, CodeGen):
+            raise TypeError(f"set_codegen expects a CodeGen, got {type(codegen).__name__}")
+        self._codegen = codegen
+
+    @contextlib.contextmanager
+    def on_generate_code(self, make_transformer: Callable[[Optional[Callable]], Callable]):
+        """Within the block, generated code bodies pass through the transformer that
+        ``make_transformer(previous_transformer)`` returns (a ``list[str] -> list[str]``)."""
+        previous = self._codegen._body_transformer
+        try:
+            self._codegen._body_transformer = make_transformer(previous)
+            yield
+        finally:
+            self._codegen._body_transformer = previous
+
+    def python_code(
+        self,
+        root_module: str = "self",
+        *,
+        verbose: bool = False,
+        include_stride: bool = False,
+        include_device: bool = False,
+        colored: bool = False,
+        **_future: Any,
+    ) -> PythonCode:
+        """Generate the Python source of this graph's function (``root_module`` names ``self``)."""
+        return self._codegen._gen_python_code(
+            self.nodes, root_module, verbose=verbose, include_stride=include_stride,
+            include_device=include_device, colored=colored,
+        )  # fmt: skip
+
+    def process_inputs(self, *args: Any) -> Any:
+        """Flatten user inputs the way this graph's CodeGen expects them."""
+        return self._codegen.process_inputs(*args)
+
+    def process_outputs(self, out: Any) -> Any:
+        """Rebuild user-facing outputs from the graph's raw outputs (CodeGen-specific)."""
+        return self._codegen.process_outputs(out)
+
+    def _target_to_str(self, target: Target) -> str:
+        return _candidate_name("call_function" if callable(target) else "call_method", target)
+
+    # --- pickling: a flat record instead of the recursive linked list ---------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        from fxkit._graph_state import graph_to_state
+
+        return graph_to_state(self)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        from fxkit._graph_state import graph_from_state
+
+        graph_from_state(self, state)
+
+
+class _Unhashable:
+    def __repr__(self) -> str:
+        return "<unhashable target>"
+
+
+_UNHASHABLE = _Unhashable()
+
+
+def _tabular_target(n: Node) -> str:
+    t = n.target
+    return t if isinstance(t, str) else describe_target(t)
