@@ -122,12 +122,11 @@ class GraphModule(torch.nn.Module):
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "GraphModule":
-        base = cls
-        while base.__dict__.get("_fxkit_instance_class", False):
-            base = base.__bases__[0]
-        per_instance = type(base.__name__, (base,), {"_fxkit_instance_class": True})
-        per_instance.__qualname__ = base.__qualname__
-        per_instance.__module__ = base.__module__
+        # Derive from ``cls`` itself (even if it is already a per-instance class) so that
+        # Python still runs ``__init__`` on the result of ``type(gm)(root, graph)``.
+        per_instance = type(cls.__name__, (cls,), {"_fxkit_instance_class": True})
+        per_instance.__qualname__ = cls.__qualname__
+        per_instance.__module__ = cls.__module__
         return super().__new__(per_instance)
 
     def __init__(
@@ -291,7 +290,7 @@ class GraphModule(torch.nn.Module):
         return res
 
     def __copy__(self) -> "GraphModule":
-        res = type(self)(self, self.graph, type(self).__name__)
+        res = _user_class(type(self))(self, self.graph, type(self).__name__)
         res.meta = copy.copy(getattr(self, "meta", {}))
         for name, value in res.meta.get(_USER_PRESERVED_ATTRIBUTES_KEY, {}).items():
             setattr(res, name, value)
