@@ -11,7 +11,13 @@ from typing import Any, List
 
 import torch.utils._pytree as pytree
 
-__all__ = ["tree_flatten_spec"]
+__all__ = ["tree_flatten_spec", "spec_children"]
+
+
+def spec_children(spec: pytree.TreeSpec) -> List[pytree.TreeSpec]:
+    """The child specs of ``spec`` (newer torch has ``children()``, older ones an attribute)."""
+    method = getattr(spec, "children", None)
+    return list(method()) if callable(method) else list(spec.children_specs)
 
 
 def tree_flatten_spec(value: Any, spec: pytree.TreeSpec) -> List[Any]:
@@ -36,5 +42,5 @@ def _walk(value: Any, spec: pytree.TreeSpec, out: List[Any]) -> None:
         children = list(value)
     else:
         children, _ = pytree.SUPPORTED_NODES[kind].flatten_fn(value)
-    for child, child_spec in zip(children, spec.children_specs):
+    for child, child_spec in zip(children, spec_children(spec)):
         _walk(child, child_spec, out)

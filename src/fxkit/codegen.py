@@ -324,12 +324,13 @@ class _PyTreeCodeGen(CodeGen):
             return header
         call_args = [a for a in original if a != "self"]
         spec = info.in_spec
+        children = fx_pytree.spec_children(spec)
         if (
-            spec.type is tuple and spec.num_children == 2
-            and spec.children_specs[0].type is tuple and spec.children_specs[1].type is dict
+            spec.type is tuple and len(children) == 2
+            and children[0].type is tuple and children[1].type is dict
         ):  # fmt: skip
-            n_pos = spec.children_specs[0].num_children
-            keys = spec.children_specs[1].context
+            n_pos = children[0].num_children
+            keys = children[1].context
             kw = ", ".join(f"{k!r}: {v}" for k, v in zip(keys, call_args[n_pos:]))
             packed = f"([{', '.join(call_args[:n_pos])}], {{{kw}}})"
         else:
