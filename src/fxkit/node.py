@@ -256,7 +256,7 @@ class Node:
                 )
             if inp._erased:
                 raise ValueError(f"node {self.name!r} cannot use {inp.name!r}: it was erased")
-        if check_cycles and self.users:
+        if check_cycles and (self.users or self in found):
             for inp in found:
                 if inp not in self._input_nodes and self._would_cycle(inp):
                     raise ValueError(
