@@ -29,9 +29,10 @@ import torch
 import torch.utils._pytree as pytree
 
 from fxkit import _pytree as fx_pytree
+from fxkit.node import Node
 
 if TYPE_CHECKING:
-    from fxkit.node import Argument, Node
+    from fxkit.node import Argument
 
 __all__ = ["CodeGen", "PythonCode", "describe_target"]
 
@@ -157,8 +158,17 @@ class _Emitter:
 
     def __init__(self, node_names: Iterable[str]) -> None:
         self.globals = _Globals(node_names)
+        self._refs: Dict[int, Tuple[Any, str]] = {}
 
     def callable_ref(self, fn: Any) -> str:
+        hit = self._refs.get(id(fn))
+        if hit is not None and hit[0] is fn:
+            return hit[1]
+        ref = self._callable_ref(fn)
+        self._refs[id(fn)] = (fn, ref)
+        return ref
+
+    def _callable_ref(self, fn: Any) -> str:
         if getattr(builtins, getattr(fn, "__name__", ""), None) is fn:
             return fn.__name__
         path = _importable_path(fn)
@@ -170,9 +180,9 @@ class _Emitter:
         return self.globals.name_for(fn, name)
 
     def arg(self, a: Any) -> str:
-        from fxkit.node import Node
-
         t = type(a)
+        if t is Node:
+            return a.name
         if isinstance(a, Node):
             return repr(a)
         if t is str or t is int or t is bool or a is None or a is Ellipsis:

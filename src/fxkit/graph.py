@@ -41,45 +41,75 @@ class _NameAllocator:
     """Hands out unique identifiers: ``add``, ``add_1``, ``add_2`` ... in O(1) each.
 
     A candidate is cleaned into an identifier, split into ``base`` and numeric suffix, and the
-    next free suffix for that base is remembered so later requests never rescan.
+    next free suffix for that base is remembered so later requests never rescan. ``live`` is
+    the graph's name -> node index (so names need no second set); names of erased nodes stay
+    reserved in ``retired``.
     """
 
-    __slots__ = ("used", "next_suffix")
+    __slots__ = ("live", "retired", "next_suffix")
 
-    def __init__(self) -> None:
-        self.used: set = set()
+    def __init__(self, live: Dict[str, Node]) -> None:
+        self.live = live
+        self.retired: set = set()
         self.next_suffix: Dict[str, int] = {}
 
+    @property
+    def used(self) -> set:
+        return set(self.live) | self.retired
+
+    def taken(self, name: str) -> bool:
+        return name in self.live or name in self.retired
+
     def allocate(self, candidate: str) -> str:
-        parts = _NAME_PARTS.match(candidate)
+        parts = _split_name(candidate)
         if parts is None:
             candidate = _NOT_IDENTIFIER_CHARS.sub("_", candidate) or "_unnamed"
             if candidate[0].isdigit():
                 candidate = "_" + candidate
-            parts = _NAME_PARTS.match(candidate)
+            parts = _split_name(candidate)
             assert parts is not None
-        base, suffix = parts.group(1, 2)
-        used = self.used
-        if suffix is not None and candidate not in used:
-            n = int(suffix)
+        base, suffix = parts
+        live, retired = self.live, self.retired
+        if suffix is not None and candidate not in live and candidate not in retired:
+            n = suffix
         else:
             n = self.next_suffix.get(base, 0)
             if candidate in _RESERVED:
                 n += 1
                 candidate = f"{base}_{n}"
-        while candidate in used:
+        while candidate in live or candidate in retired:
             n += 1
             candidate = f"{base}_{n}"
-        used.add(candidate)
         self.next_suffix[base] = n
         return candidate
 
-    def reserve(self, name: str) -> None:
-        self.used.add(name)
+
+_split_cache: Dict[str, Optional[Tuple[str, Optional[int]]]] = {}
+
+
+def _split_name(candidate: str) -> Optional[Tuple[str, Optional[int]]]:
+    """``"add_3" -> ("add", 3)``, ``"add" -> ("add", None)``, non-identifiers -> None (cached)."""
+    try:
+        return _split_cache[candidate]
+    except KeyError:
+        pass
+    m = _NAME_PARTS.match(candidate)
+    parts = None if m is None else (m.group(1), None if m.group(2) is None else int(m.group(2)))
+    if len(_split_cache) > 65536:
+        _split_cache.clear()
+    _split_cache[candidate] = parts
+    return parts
+
+
+_candidate_cache: Dict[Tuple[str, Any], str] = {}
 
 
 def _candidate_name(op: str, target: Target) -> str:
-    """The name a node gets by default, derived from what it calls."""
+    """The name a node gets by default, derived from what it calls (cached per target)."""
+    try:
+        return _candidate_cache[(op, target)]
+    except (KeyError, TypeError):
+        pass
     if op == "call_module" or op == "get_attr":
         text = target
     elif callable(target):
@@ -90,7 +120,14 @@ def _candidate_name(op: str, target: Target) -> str:
             text = text[2:-2]
     if not isinstance(text, str):
         text = type(target).__name__
-    return _CAMEL_HUMP.sub(r"_\1", text).lower()  # type: ignore[arg-type]
+    name = _CAMEL_HUMP.sub(r"_\1", text).lower()
+    try:
+        if len(_candidate_cache) > 4096:
+            _candidate_cache.clear()
+        _candidate_cache[(op, target)] = name
+    except TypeError:
+        pass
+    return name
 
 
 class _NodeView:
@@ -170,9 +207,10 @@ class Graph:
         self._root = Node(self, "", "root", "", (), {})
         self._root._order = 0
         self._len = 0
-        self._names = _NameAllocator()
         self._by_name: Dict[str, Node] = {}
-        self._by_op_target: Dict[Tuple[str, Any], Dict[Node, None]] = {}
+        self._names = _NameAllocator(self._by_name)
+        # (op, target) -> nodes; built on the first find_nodes call, then kept up to date.
+        self._by_op_target: Optional[Dict[Tuple[str, Any], Dict[Node, None]]] = None
         self._insert_anchor: Node = self._root  # new nodes go before this (root: the end)
         self._maybe_unordered = False
         self._owners = 0
@@ -208,27 +246,40 @@ class Graph:
     # --- indexes -------------------------------------------------------------------------------
 
     def _index(self, node: Node) -> None:
-        key = (node.op, node._target)
+        table = self._by_op_target
+        if table is None:
+            return
         try:
-            self._by_op_target.setdefault(key, {})[node] = None
+            table.setdefault((node.op, node._target), {})[node] = None
         except TypeError:  # unhashable target: only findable by op
-            self._by_op_target.setdefault((node.op, _UNHASHABLE), {})[node] = None
+            table.setdefault((node.op, _UNHASHABLE), {})[node] = None
 
     def _unindex(self, node: Node) -> None:
+        table = self._by_op_target
+        if table is None:
+            return
         try:
-            bucket = self._by_op_target.get((node.op, node._target))
+            bucket = table.get((node.op, node._target))
         except TypeError:
-            bucket = self._by_op_target.get((node.op, _UNHASHABLE))
+            bucket = table.get((node.op, _UNHASHABLE))
         if bucket is not None:
             bucket.pop(node, None)
 
     def find_nodes(self, *, op: str, target: Optional[Target] = None, sort: bool = True):
-        """Nodes with the given ``op`` (and ``target``, if given), from an index: O(matches)."""
+        """Nodes with the given ``op`` (and ``target``, if given), from an index: O(matches)
+        once the index exists (the first call builds it in one pass)."""
+        table = self._by_op_target
+        if table is None:
+            table = self._by_op_target = {}
+            for node in self.nodes:
+                self._index(node)
         if target is None:
-            found = [n for (o, _), bucket in self._by_op_target.items() if o == op for n in bucket]
+            found = [n for (o, _), bucket in table.items() if o == op for n in bucket]
         else:
-            bucket = self._by_op_target.get((op, target), {})
-            found = list(bucket)
+            try:
+                found = list(table.get((op, target), ()))
+            except TypeError:
+                found = [n for n in table.get((op, _UNHASHABLE), ()) if n.target == target]
         if sort:
             found.sort(key=lambda n: n._order)
         return found
@@ -412,9 +463,10 @@ class Graph:
         self._unindex(to_erase)
         if self._by_name.get(to_erase.name) is to_erase:
             del self._by_name[to_erase.name]
+            self._names.retired.add(to_erase.name)
         for inp in to_erase._input_nodes:
             inp.users.pop(to_erase, None)
-        to_erase._input_nodes = {}
+        to_erase._input_nodes = ()
         to_erase._args = map_arg(to_erase._args, lambda n: None)  # type: ignore[assignment]
         to_erase._kwargs = map_arg(to_erase._kwargs, lambda n: None)  # type: ignore
 
@@ -428,7 +480,8 @@ class Graph:
         args = map_arg(node.args, arg_transform)
         kwargs = map_arg(node.kwargs, arg_transform)
         result = self.create_node(node.op, node.target, args, kwargs, node.name, node.type)
-        result.meta = copy.copy(node.meta)
+        if node._meta:
+            result._meta = dict(node._meta)
         return result
 
     def graph_copy(

@@ -145,14 +145,24 @@ def _freeze(a: Any, found: dict) -> Any:
 
 
 _LEAF_TYPES = frozenset((int, float, str, bool, type(None), complex, torch.dtype, torch.device))
+_EMPTY_KWARGS: immutable_dict = immutable_dict()
+
+
+def _inputs_tuple(found: dict, args: tuple) -> tuple:
+    """The distinct input nodes as a tuple, reusing ``args`` itself when it is exactly that
+    (the common case of a call on nodes only), which saves a tuple per node."""
+    inputs = tuple(found)
+    if len(inputs) == len(args) and inputs == args:
+        return args
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------------
-# Ordering keys: every linked node carries an integer that increases along the list, so
+# Ordering keys: every linked node carries a number that increases along the list, so
 # "does a come before b" is O(1). Appends take the next multiple of _GAP; inserts take a
 # midpoint; when a neighbourhood runs out of room it is respaced locally.
 
-_GAP = 1 << 32
+_GAP = 4096.0  # float keys: 24 bytes each, exact integers up to 2**53
 
 
 def _respace_after(lower: "Node", root: "Node") -> None:
@@ -193,7 +203,7 @@ class Node:
 
     __slots__ = (
         "graph", "name", "op", "_target", "_args", "_kwargs", "_input_nodes", "users", "type",
-        "meta", "_prev", "_next", "_erased", "_order", "_repr_fn", "__weakref__",
+        "_meta", "_prev", "_next", "_erased", "_order", "_repr_fn", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -217,25 +227,59 @@ class Node:
                     f"call_function node {name!r} needs a callable target, got "
                     f"{type(target).__name__} {target!r}"
                 )
-        elif op in _STRING_TARGET_OPS and not isinstance(target, str):
+        elif op in _STRING_TARGET_OPS and type(target) is not str and not isinstance(target, str):
             raise TypeError(
                 f"{op} node {name!r} needs a string target, got {type(target).__name__} {target!r}"
             )
+        if type(args) is not tuple and not isinstance(args, tuple):
+            raise TypeError(f"args of node {name!r} must be a tuple, got {type(args)}")
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs of node {name!r} must be a dict, got {type(kwargs)}")
+        # A fresh node has no users, so only ownership needs checking (no cycle is possible).
+        found: Dict[Node, None] = {}
+        frozen_args = _freeze(args, found)
+        frozen_kwargs = _freeze(kwargs, found) if kwargs else _EMPTY_KWARGS
+        for inp in found:
+            if inp.graph is not graph or inp._erased:
+                self.name = name
+                self._refuse_input(inp, graph)
         self.graph = graph
         self.name = name
         self.op = op
         self._target = target
         self.users: Dict[Node, None] = {}
         self.type = return_type
-        self.meta: Dict[str, Any] = {}
+        self._meta: Optional[Dict[str, Any]] = None
         self._prev = self._next = self
         self._erased = False
         self._order: Optional[int] = None
         self._repr_fn: Optional[Callable[[Node], str]] = None
-        self._input_nodes: Dict[Node, None] = {}
-        self._args: Tuple[Argument, ...] = ()
-        self._kwargs: Dict[str, Argument] = immutable_dict()
-        self._set_inputs(args, kwargs, check_cycles=False)
+        self._args = frozen_args
+        self._kwargs = frozen_kwargs
+        inputs = _inputs_tuple(found, frozen_args)
+        self._input_nodes: Tuple[Node, ...] = inputs
+        for inp in inputs:
+            inp.users[self] = None
+
+    def _refuse_input(self, inp: "Node", graph: "Graph") -> None:
+        if inp.graph is not graph:
+            raise ValueError(
+                f"node {self.name!r} cannot use {inp.name!r}: it belongs to another graph "
+                "(copy it with graph.node_copy or graph.graph_copy first)"
+            )
+        raise ValueError(f"node {self.name!r} cannot use {inp.name!r}: it was erased")
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """Free-form metadata (``stack_trace``, ``val``, ``tensor_meta``, ...); created on use."""
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = {}
+        return meta
+
+    @meta.setter
+    def meta(self, value: Dict[str, Any]) -> None:
+        self._meta = value
 
     # --- arguments and def-use bookkeeping ---------------------------------------------------
 
@@ -247,18 +291,15 @@ class Node:
             raise TypeError(f"kwargs of node {self.name!r} must be a dict, got {type(kwargs)}")
         found: Dict[Node, None] = {}
         new_args = _freeze(args, found)
-        new_kwargs = _freeze(kwargs, found) if kwargs else immutable_dict()
+        new_kwargs = _freeze(kwargs, found) if kwargs else _EMPTY_KWARGS
+        graph = self.graph
+        old_inputs = self._input_nodes
         for inp in found:
-            if inp.graph is not self.graph:
-                raise ValueError(
-                    f"node {self.name!r} cannot use {inp.name!r}: it belongs to another graph "
-                    "(copy it with graph.node_copy or graph.graph_copy first)"
-                )
-            if inp._erased:
-                raise ValueError(f"node {self.name!r} cannot use {inp.name!r}: it was erased")
+            if inp.graph is not graph or inp._erased:
+                self._refuse_input(inp, graph)
         if check_cycles and (self.users or self in found):
             for inp in found:
-                if inp not in self._input_nodes and self._would_cycle(inp):
+                if inp not in old_inputs and self._would_cycle(inp):
                     raise ValueError(
                         f"using {inp.name!r} as an input of {self.name!r} would create a cycle: "
                         f"{inp.name!r} already depends on {self.name!r}"
@@ -267,14 +308,15 @@ class Node:
         if order is not None:
             for inp in found:
                 if inp._order is not None and inp._order > order:
-                    self.graph._maybe_unordered = True  # a forward reference
+                    graph._maybe_unordered = True  # a forward reference
                     break
-        for old in self._input_nodes:
+        for old in old_inputs:
             old.users.pop(self, None)
         self._args = new_args
         self._kwargs = new_kwargs
-        self._input_nodes = found
-        for inp in found:
+        inputs = _inputs_tuple(found, new_args)
+        self._input_nodes = inputs
+        for inp in inputs:
             inp.users[self] = None
 
     def _would_cycle(self, inp: "Node") -> bool:
@@ -444,7 +486,7 @@ class Node:
         else:
             hi = anchor._order
             if hi - lo >= 2:
-                self._order = (lo + hi) >> 1
+                self._order = (lo + hi) // 2
             else:
                 self._order = lo + 1
                 _respace_after(prev, root)
