@@ -78,6 +78,7 @@ def run(quick: bool) -> list[Row]:
             g.output_node().args = ((g.output_node().args[0], _counter()),)
             return g
 
+        floor_src = build_chain(fxkit, n).python_code("self").src
         rows.append(
             compare(
                 f"GraphModule construction + first forward, {n // 1000}k nodes (cold cache)",
@@ -87,6 +88,7 @@ def run(quick: bool) -> list[Row]:
                 setup_torch_fx=fresh_chain_tfx,
                 reps=reps,
                 target=0.3,
+                floor_fn=lambda src=floor_src: compile(src, "<floor>", "exec"),
             )
         )
     n = 10_000
