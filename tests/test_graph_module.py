@@ -91,8 +91,9 @@ def test_bad_constructor_input():
         GraphModule([1, 2], my_graph())
     with pytest.raises(TypeError, match="Graph"):
         GraphModule(torch.nn.Module(), "graph")
-    with pytest.raises(ValueError, match="identifier"):
-        GraphModule(MyModule(), my_graph(), class_name="not valid")
+    with pytest.raises(ValueError, match="non-empty string"):
+        GraphModule(MyModule(), my_graph(), class_name="")
+    assert type(GraphModule(MyModule(), my_graph(), class_name="<lambda>")).__name__ == "<lambda>"
     gm = GraphModule(MyModule(), my_graph())
     with pytest.raises(TypeError):
         gm.graph = 3

@@ -369,9 +369,12 @@ class Graph:
         args: Optional[Tuple[Argument, ...]] = None,
         kwargs: Optional[Dict[str, Argument]] = None,
         type_expr: Optional[Any] = None,
+        name: Optional[str] = None,
     ) -> Node:
-        """Call the free function ``the_function``."""
-        return self.create_node("call_function", the_function, args, kwargs, type_expr=type_expr)
+        """Call the free function ``the_function`` (``name`` suggests the node's name)."""
+        return self.create_node(
+            "call_function", the_function, args, kwargs, name=name, type_expr=type_expr
+        )
 
     def output(self, result: Argument, type_expr: Optional[Any] = None) -> Node:
         """Add the ``output`` node returning ``result`` (any nesting of nodes and constants)."""

@@ -138,8 +138,8 @@ class GraphModule(torch.nn.Module):
         super().__init__()
         if not isinstance(graph, Graph):
             raise TypeError(f"GraphModule needs a fxkit Graph, got {type(graph).__name__}")
-        if not isinstance(class_name, str) or not class_name.isidentifier():
-            raise ValueError(f"class_name must be an identifier, got {class_name!r}")
+        if not isinstance(class_name, str) or not class_name:
+            raise ValueError(f"class_name must be a non-empty string, got {class_name!r}")
         type(self).__name__ = class_name
         referenced = [n.target for n in graph.nodes if n.op in ("get_attr", "call_module")]
         if isinstance(root, torch.nn.Module):

@@ -202,9 +202,24 @@ class Node:
     """
 
     __slots__ = (
-        "graph", "name", "op", "_target", "_args", "_kwargs", "_input_nodes", "users", "type",
-        "_meta", "_prev", "_next", "_erased", "_order", "_repr_fn", "__weakref__",
-    )  # fmt: skip
+        "graph",
+        "name",
+        "op",
+        "_target",
+        "_args",
+        "_kwargs",
+        "_input_nodes",
+        "users",
+        "type",
+        "_meta",
+        "_prev",
+        "_next",
+        "_erased",
+        "_order",
+        "_repr_fn",
+        "__weakref__",
+        "__dict__",
+    )  # fmt: skip  (``__dict__``: passes and PH placeholders set ad-hoc attributes, as on torch.fx)
 
     def __init__(
         self,

@@ -1,0 +1,741 @@
+"""The symbolic tracer: :class:`Tracer`, :func:`symbolic_trace`, :func:`wrap` and friends.
+
+How a trace runs: placeholders are made from ``forward``'s signature; then, for the length of
+the call, ``nn.Module.__call__``/``__getattr__`` and the functions registered with
+:func:`wrap` (plus autowrapped ``math`` functions) are replaced by *trampolines*. A trampoline
+looks at a :class:`~contextvars.ContextVar` holding the trace running in the current thread:
+if there is none it calls the original, so other threads calling the same function are not
+affected. Trampolines are reference-counted: the first trace that needs one installs it, the
+last one to finish removes it, always in ``finally``.
+
+Lookups of parameter, buffer and module paths use maps built once per trace, so tracing is
+linear in model size.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import copy
+import functools
+import inspect
+import linecache
+import math
+import sys
+import types
+import warnings
+from itertools import chain
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.utils._pytree as pytree
+
+from fxkit._patching import (  # noqa: F401  (registry names re-exported for tests/tools)
+    _ORIG_MODULE_CALL,
+    _ORIG_MODULE_GETATTR,
+    _current_run,
+    _find_proxy,
+    _registry_lock,
+    _slots,
+    _TraceRun,
+    _trampoline_origin,
+    _wrapped_fns_to_patch,
+)
+from fxkit.graph import Graph, _PyTreeCodeGen, _PyTreeInfo
+from fxkit.graph_module import GraphModule
+from fxkit.node import Argument, base_types
+from fxkit.proxy import (
+    ParameterProxy,
+    Proxy,
+    Scope,
+    ScopeContextManager,
+    TraceError,
+    TracerBase,
+    _is_internal,
+)
+
+__all__ = [
+    "Tracer",
+    "symbolic_trace",
+    "wrap",
+    "PH",
+    "PHBase",
+    "PHWithMeta",
+    "ProxyableClassMeta",
+    "is_fx_tracing",
+    "is_fx_symbolic_tracing",
+]
+
+_VARSTUFF = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+_CONSTANT_TYPES: tuple = (torch.Tensor, torch.ScriptObject, pytree.TreeSpec)
+try:  # fake script objects only exist in newer torch builds
+    from torch._library.fake_class_registry import FakeScriptObject
+
+    _CONSTANT_TYPES += (FakeScriptObject,)
+except ImportError:  # pragma: no cover
+    FakeScriptObject = None  # type: ignore[assignment,misc]
+
+_proxyable_classes: Dict[type, None] = {}
+
+
+def is_fx_tracing() -> bool:
+    """True while a symbolic trace runs in the current thread."""
+    return _current_run.get() is not None
+
+
+def is_fx_symbolic_tracing() -> bool:
+    """True while a symbolic trace (not torch.compile/export) runs in the current thread."""
+    return _current_run.get() is not None and not torch.compiler.is_compiling()
+
+
+# --- placeholders for concrete_args ---------------------------------------------------------
+
+
+class PHBase:
+    """Marks a leaf of a ``concrete_args`` structure that stays an input (not specialised)."""
+
+    def __repr__(self) -> str:
+        return "PH"
+
+
+PH = PHBase()
+
+
+class PHWithMeta(PHBase):
+    """A :data:`PH` carrying user attributes (e.g. ``ph_key``) copied onto its placeholder."""
+
+    def __init__(self, ph_key: Optional[str] = None) -> None:
+        self.ph_key = ph_key
+
+
+def _transfer_attrs(fr: object, to: object) -> None:
+    for name in dir(fr):
+        val = getattr(fr, name)
+        if not callable(val) and not name.startswith("__") and not hasattr(to, name):
+            try:
+                setattr(to, name, val)
+            except AttributeError:  # a slotted Node: keep the value in its meta instead
+                to.meta[name] = val  # type: ignore[attr-defined]
+
+
+class ProxyableClassMeta(type):
+    """Metaclass making construction of a class traceable.
+
+    Calling such a class with a Proxy among its arguments while tracing records a
+    ``call_function`` node whose target is the class, instead of running ``__init__``::
+
+        class TensorPair(metaclass=fxkit.ProxyableClassMeta):
+            def __init__(self, left, right):
+                self.left, self.right = left, right
+    """
+
+    def __init__(cls, name: str, bases: tuple, attrs: dict) -> None:
+        _proxyable_classes.setdefault(cls)
+        super().__init__(name, bases, attrs)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        instance = cls.__new__(cls)  # type: ignore[call-overload]
+        if is_fx_tracing():
+            proxy = _find_proxy((args, kwargs))
+            if proxy is not None:
+                return proxy.tracer.create_proxy("call_function", cls, args, kwargs)
+        cls.__init__(instance, *args, **kwargs)  # type: ignore[misc]
+        return instance
+
+
+def _patch_function(fn: types.FunctionType, nargs: int) -> types.FunctionType:
+    """A copy of ``fn`` taking ``*args``/``**kwargs``/keyword-only params positionally."""
+    co = fn.__code__
+    new_code = co.replace(
+        co_argcount=nargs,
+        co_posonlyargcount=0,
+        co_kwonlyargcount=0,
+        co_flags=co.co_flags & ~_VARSTUFF,
+    )
+    return types.FunctionType(
+        new_code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+
+
+# --- the tracer -----------------------------------------------------------------------------
+
+
+class Tracer(TracerBase):
+    """Tracer(autowrap_modules=(math,), autowrap_functions=(), param_shapes_constant=False)
+
+    Records what ``root``'s ``forward`` (or a plain function) does into a :class:`Graph`.
+    ``symbolic_trace(m)`` is ``GraphModule(m, Tracer().trace(m))``. Subclass it and override
+    ``is_leaf_module``, ``call_module``, ``create_proxy``, ``create_arg``, ``getattr``, ... to
+    customise tracing.
+
+    Args:
+        autowrap_modules: modules whose public functions are recorded as calls when given a
+            Proxy, without :func:`wrap` (``math.sqrt(x.size(0))``).
+        autowrap_functions: extra functions treated the same way.
+        param_shapes_constant: answer ``shape``/``size()``/... of parameters with real
+            values instead of recording nodes.
+
+    Unlike torch.fx, ``record_stack_traces`` defaults to True: every node's
+    ``meta["stack_trace"]`` holds the user frames that created it (cheaply, no
+    ``inspect.stack()``).
+    """
+
+    record_stack_traces: bool = True
+
+    def __init__(
+        self,
+        autowrap_modules: Tuple[types.ModuleType, ...] = (math,),
+        autowrap_functions: Tuple[Callable, ...] = (),
+        param_shapes_constant: bool = False,
+    ) -> None:
+        for m in autowrap_modules:
+            if not isinstance(m, types.ModuleType):
+                raise TypeError(f"autowrap_modules must hold modules, got {type(m).__name__} {m!r}")
+        for f in autowrap_functions:
+            if not callable(f):
+                raise TypeError(f"autowrap_functions must hold callables, got {f!r}")
+        with _registry_lock:
+            # Another thread's trace may have trampolines in these modules right now: count
+            # the functions they stand for, not the trampolines.
+            self._autowrap_function_ids = {
+                id(_trampoline_origin.get(id(value), value))
+                for name, value in chain.from_iterable(
+                    list(m.__dict__.items()) for m in autowrap_modules
+                )
+                if not name.startswith("_") and callable(value)
+            }
+        self._autowrap_function_ids.update(id(f) for f in autowrap_functions)
+        self._autowrap_search: List[types.ModuleType] = list(autowrap_modules)
+        self.param_shapes_constant = param_shapes_constant
+        self.submodule_paths: Optional[Dict[torch.nn.Module, str]] = None
+        self.root_module_name = ""
+        self.scope = Scope("", None)
+        self.module_stack = collections.OrderedDict()
+        self.num_calls: Dict[str, int] = {}
+        self.node_name_to_scope: Dict[str, Tuple[str, type]] = {}
+        self._qualname_counter: Dict[str, int] = collections.defaultdict(int)
+        self._paths: Dict[str, Optional[dict]] = {"parameters": None, "buffers": None}
+        self._added_attrs: List[str] = []
+        self.tensor_attrs: Dict[Any, str] = {}
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def _path_of(self, kind: str, value: Any) -> Optional[str]:
+        """Qualified name of a parameter/buffer of root, from a map built once per trace."""
+        table = self._paths.get(kind)
+        if table is None:
+            table = {}
+            for name, v in getattr(self.root, "named_" + kind)():
+                table.setdefault(v, name)
+            self._paths[kind] = table
+        name = table.get(value)
+        if name is None:
+            # Registered after the map was built (lazy modules): look again, remember it.
+            for n, v in getattr(self.root, "named_" + kind)():
+                if v is value:
+                    table[v] = name = n
+                    break
+        return name
+
+    def get_fresh_qualname(self, prefix: str) -> str:
+        """A ``prefix<N>`` attribute name not yet used on ``self.root``."""
+        if not hasattr(self.root, f"{prefix}0"):
+            self._qualname_counter[prefix] = 0
+            return f"{prefix}0"
+        i = self._qualname_counter[prefix]
+        while hasattr(self.root, f"{prefix}{i}"):
+            i += 1
+        self._qualname_counter[prefix] = i + 1
+        return f"{prefix}{i}"
+
+    def _stash_constant(self, prefix: str, value: Any) -> str:
+        qualname = self.get_fresh_qualname(prefix)
+        setattr(self.root, qualname, value)
+        self._added_attrs.append(qualname)
+        return qualname
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def create_arg(self, a: Any) -> Argument:
+        """Like :meth:`TracerBase.create_arg`, plus module state:
+
+        parameters, buffers and submodules of ``root`` become ``get_attr`` nodes of their
+        path; other tensors are stored on ``root`` as ``_tensor_constant<N>`` and read with
+        ``get_attr``; named tuples become a constructor call node.
+        """
+        if isinstance(a, Proxy) or type(a) in _PLAIN_TYPES:
+            return super().create_arg(a)
+        if isinstance(a, torch.nn.Parameter):
+            name = self._path_of("parameters", a)
+            if name is None:
+                raise NameError(
+                    f"parameter is not a member of this module: a Parameter of shape "
+                    f"{tuple(a.shape)} is used but is not registered under the traced root "
+                    f"{type(self.root).__name__}"
+                )
+            return self.create_node("get_attr", name, (), {})
+        if isinstance(a, torch.Tensor):
+            name = self._path_of("buffers", a)
+            if name is not None:
+                return self.create_node("get_attr", name, (), {})
+        elif isinstance(a, torch.nn.Module):
+            path = self._module_path_or_none(a)
+            if path is not None:
+                return self.create_node("get_attr", path, (), {})
+        if isinstance(a, tuple) and hasattr(a, "_fields"):
+            items = tuple(self.create_arg(e) for e in a)
+            return self.create_node("call_function", type(a), items, {})
+        if isinstance(a, _CONSTANT_TYPES):
+            qualname = self.tensor_attrs.get(a)
+            if not qualname:
+                if isinstance(a, torch.Tensor):
+                    prefix = "_tensor_constant"
+                elif isinstance(a, pytree.TreeSpec):
+                    prefix = "_tree_spec_constant"
+                else:
+                    prefix = "_torchbind_obj"
+                qualname = self._stash_constant(prefix, a)
+                self.tensor_attrs[a] = qualname
+            return self.create_node("get_attr", qualname, (), {})
+        if type(a) in _proxyable_classes:
+            qualname = self._stash_constant(f"_{type(a).__name__}_constant_", a)
+            return self.create_node("get_attr", qualname, (), {})
+        return super().create_arg(a)
+
+    def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
+        """Whether ``m`` is recorded as one ``call_module`` node instead of traced through.
+
+        Default: modules defined in ``torch.nn`` / ``torch.ao.nn``, except ``Sequential``.
+        """
+        mod_name = type(m).__module__
+        return (mod_name.startswith("torch.nn") or mod_name.startswith("torch.ao.nn")) and (
+            not isinstance(m, torch.nn.Sequential)
+        )
+
+    def _module_path_or_none(self, mod: torch.nn.Module) -> Optional[str]:
+        if self.submodule_paths:
+            return self.submodule_paths.get(mod)
+        for n, p in self.root.named_modules():
+            if p is mod:
+                return n
+        return None
+
+    def path_of_module(self, mod: torch.nn.Module) -> str:
+        """The qualified name of ``mod`` under ``root`` (``"foo.bar"``); NameError if absent."""
+        path = self._module_path_or_none(mod)
+        if path is None:
+            raise NameError(
+                f"module is not installed as a submodule: a {type(mod).__name__} is called "
+                f"during tracing but is not an attribute of the traced root (assign it in "
+                f"__init__ so the graph can refer to it)"
+            )
+        return path
+
+    def call_module(
+        self,
+        m: torch.nn.Module,
+        forward: Callable[..., Any],
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+    ) -> Any:
+        """Handle a call to submodule ``m``: a ``call_module`` node for a leaf, else run
+        ``forward`` (tracing through it). Keeps ``scope`` and ``module_stack`` current."""
+        qualname = self.path_of_module(m)
+        with ScopeContextManager(self.scope, Scope(qualname, type(m))) as scope:
+            calls = self.num_calls.get(qualname, 0)
+            key = f"{scope.module_path}@{calls}" if calls > 0 else scope.module_path
+            self.module_stack[key] = (qualname, scope.module_type)
+            self.num_calls[qualname] = calls + 1
+            try:
+                if not self.is_leaf_module(m, qualname):
+                    return forward(*args, **kwargs)
+                return self.create_proxy("call_module", qualname, args, kwargs)
+            finally:
+                popped, _ = self.module_stack.popitem(last=True)
+                if popped != key:
+                    raise RuntimeError(f"module stack out of order: {popped!r} != {key!r}")
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: Dict[str, Any]) -> Any:
+        """What ``module.<attr>`` returns while tracing: parameters (and, with
+        ``proxy_buffer_attributes``, buffers) of root become cached ``get_attr`` proxies."""
+        if isinstance(attr_val, torch.nn.Parameter):
+            proxy = self._state_proxy("parameters", attr_val, parameter_proxy_cache)
+            if proxy is not None:
+                return proxy
+        if self.proxy_buffer_attributes and isinstance(attr_val, torch.Tensor):
+            proxy = self._state_proxy("buffers", attr_val, parameter_proxy_cache)
+            if proxy is not None:
+                return proxy
+        return attr_val
+
+    def _state_proxy(self, kind: str, value: Any, cache: Dict[str, Any]) -> Any:
+        name = self._path_of(kind, value)
+        if name is None:
+            return None
+        if name not in cache:
+            extra = {}
+            if _takes_factory(type(self)):
+                extra["proxy_factory_fn"] = (
+                    (lambda node: ParameterProxy(self, node, name, value))
+                    if self.param_shapes_constant
+                    else None
+                )
+            cache[name] = self.create_proxy("get_attr", name, (), {}, **extra)
+        return cache[name]
+
+    def create_args_for_root(
+        self,
+        root_fn: Callable[..., Any],
+        is_module: bool,
+        concrete_args: Union[Dict[str, Any], Tuple[Any, ...], None] = None,
+    ) -> Tuple[Any, List[Any]]:
+        """Make the placeholders for ``root_fn``'s signature (incl. ``*args``/``**kwargs``)
+        and return the function to call with them. Pytree-structured ``concrete_args`` get a
+        flattening wrapper and a ``_PyTreeCodeGen``."""
+        fn_for_analysis = inspect.unwrap(root_fn)
+        co = fn_for_analysis.__code__
+        total_args = co.co_argcount + co.co_kwonlyargcount
+        orig_args = list(co.co_varnames)
+        names = iter(co.co_varnames)
+        args: List[Any] = []
+        skip = 0
+        if is_module:
+            if total_args == 0:
+                raise RuntimeError("``self`` argument cannot be part of *args expansion!")
+            skip = 1
+            next(names)
+            args.append(self.root)
+        sig = inspect.signature(fn_for_analysis)
+
+        if (
+            isinstance(concrete_args, tuple)
+            and concrete_args
+            and co.co_flags & _VARSTUFF
+            and total_args == 1
+        ):
+            # forward(self, *args): flat concrete inputs pass straight through.
+            for i, value in enumerate(concrete_args):
+                out = self.create_proxy("placeholder", f"input_{i}", (), {})
+                if isinstance(value, PHBase) and value is not PH:
+                    _transfer_attrs(value, out.node)
+                args.append(out)
+            return root_fn, args
+
+        arg_names = [next(names) for _ in range(skip, total_args)]
+        if isinstance(concrete_args, tuple):
+            if len(arg_names) != len(concrete_args):
+                raise RuntimeError(
+                    f"Tracing expected {len(arg_names)} arguments but got "
+                    f"{len(concrete_args)} concrete arguments"
+                )
+            concrete_args = dict(zip(arg_names, concrete_args))
+        for name in arg_names:
+            args.append(self._proxy_placeholder(name, concrete_args, sig, fn_for_analysis))
+        if co.co_kwonlyargcount > 0 or co.co_flags & _VARSTUFF:
+            if co.co_flags & inspect.CO_VARARGS:
+                args.append(self._proxy_placeholder("*" + next(names), concrete_args, sig, None))
+            if co.co_flags & inspect.CO_VARKEYWORDS:
+                args.append(self._proxy_placeholder("**" + next(names), concrete_args, sig, None))
+            root_fn = _patch_function(root_fn, len(args))
+
+        flat_args, in_spec = pytree.tree_flatten(tuple(args))
+        if all(child.is_leaf() for child in in_spec.children()):
+            return root_fn, args
+        self.graph._codegen = _PyTreeCodeGen(_PyTreeInfo(orig_args[:total_args], in_spec, None))
+        graph = self.graph
+
+        def flatten_fn(*flat: Any) -> Any:
+            out_args, out_spec = pytree.tree_flatten(
+                root_fn(*pytree.tree_unflatten(list(flat), in_spec))
+            )
+            graph._codegen.pytree_info = graph._codegen.pytree_info._replace(out_spec=out_spec)
+            return out_args
+
+        return flatten_fn, flat_args
+
+    def _proxy_placeholder(
+        self,
+        name: str,
+        concrete_args: Optional[Dict[str, Any]],
+        sig: inspect.Signature,
+        fn_for_analysis: Optional[Callable],
+    ) -> Any:
+        if name[0] == "*":
+            default: tuple = ()
+        else:
+            param = sig.parameters[name]
+            default = () if param.default is inspect.Parameter.empty else (param.default,)
+        if concrete_args is not None and name in concrete_args:
+            count = 0
+
+            def specialise(x: Any) -> Any:
+                nonlocal count
+                count += 1
+                out = self.create_proxy("placeholder", f"{name}_{count}", default, {})
+                if isinstance(x, PHBase):
+                    if x is not PH:
+                        _transfer_attrs(x, out.node)
+                    return out
+                if type(x) is bool or (type(x) in base_types and type(x) is not torch.Tensor):
+                    torch._assert(
+                        out == x,
+                        f"{name} has been specialized to have value {x} but got another value",
+                    )
+                elif x is None:
+                    msg = f"{name} has been specialized to have value None but got another value"
+                    self.create_proxy("call_function", _assert_is_none, (out, msg), {})
+                else:
+                    warnings.warn(
+                        f"Was not able to add assertion to guarantee correct input {name} to "
+                        "specialized function. It is up to the user to make sure that your "
+                        "inputs match the inputs you specialized the function with.",
+                        stacklevel=2,
+                    )
+                return x
+
+            return pytree.tree_map(specialise, concrete_args[name])
+        annotations = getattr(fn_for_analysis, "__annotations__", {}) if fn_for_analysis else {}
+        return self.create_proxy(
+            "placeholder", name, default, {}, type_expr=annotations.get(name, None)
+        )
+
+    # -- the entry point -----------------------------------------------------------------------
+
+    def trace(
+        self,
+        root: Union[torch.nn.Module, Callable[..., Any]],
+        concrete_args: Optional[Dict[str, Any]] = None,
+    ) -> Graph:
+        """Trace ``root`` (an ``nn.Module`` or a function) and return its :class:`Graph`.
+
+        ``concrete_args`` fixes some inputs to constants (``{"flag": True}``) or to pytree
+        structures whose :data:`PH` leaves stay inputs. For a function root, ``self.root``
+        becomes a fresh ``nn.Module`` that holds any constants the graph needs.
+        """
+        is_module = isinstance(root, torch.nn.Module)
+        fn = self._root_function(root)
+        _check_concrete_args(fn, is_module, concrete_args)
+        anchor = sys._getframe()
+        run = _TraceRun(self)
+        token = _current_run.set(run)
+        self._trace_anchor = anchor
+        self._root_frame = None
+        self._added_attrs = []
+        self._paths = {"parameters": None, "buffers": None}
+        try:
+            self.graph = Graph(tracer_cls=getattr(self, "__class__", None))
+            code = fn.__code__
+            self.graph._co_fields = {
+                "co_name": code.co_name,
+                "co_filename": code.co_filename,
+                "co_firstlineno": code.co_firstlineno,
+            }
+            self.tensor_attrs = {}
+            _collect_tensor_attrs(self.root, "", self.tensor_attrs)
+            fn_globals = fn.__globals__
+            fn, args = self.create_args_for_root(fn, is_module, concrete_args)
+            try:
+                run.install(fn_globals)
+                result = fn(*args)
+                returns = inspect.get_annotations(inspect.unwrap(fn)).get("return", None)
+                self.create_node(
+                    "output", "output", (self.create_arg(result),), {}, type_expr=returns
+                )
+            finally:
+                run.uninstall()
+            self.submodule_paths = None
+        except BaseException as e:
+            self._undo_root_edits()
+            _note_location(e, self.root_module_name or getattr(root, "__name__", "function"))
+            raise
+        finally:
+            _current_run.reset(token)
+            self._trace_anchor = self._root_frame = None
+        return self.graph
+
+    def _root_function(self, root: Any) -> types.FunctionType:
+        if isinstance(root, torch.nn.Module):
+            if isinstance(root, GraphModule):
+                root.forward  # noqa: B018  (compiles a lazily generated forward)
+            fn = getattr(type(root), self.traced_func_name, None)
+            if fn is None:
+                raise AttributeError(
+                    f"traced_func_name={self.traced_func_name!r} doesn't exist in "
+                    f"{type(root).__name__}"
+                )
+            if not isinstance(fn, types.FunctionType):
+                raise TypeError(
+                    f"{type(root).__name__}.{self.traced_func_name} must be a Python function "
+                    f"to be traced, got {type(fn).__name__}"
+                )
+            self.root = root
+            self.root_module_name = root._get_name()
+            self.submodule_paths = {}
+            for name, mod in root.named_modules():
+                self.submodule_paths.setdefault(mod, name)
+            return fn
+        if not isinstance(root, types.FunctionType):
+            hint = (
+                " (a bound method: trace the module, or set Tracer.traced_func_name)"
+                if isinstance(root, types.MethodType)
+                else ""
+            )
+            raise TypeError(
+                "symbolic tracing needs an nn.Module or a Python function, got "
+                f"{type(root).__name__}{hint}"
+            )
+        self.root = torch.nn.Module()
+        self.root_module_name = ""
+        self.submodule_paths = None
+        return root
+
+    def _undo_root_edits(self) -> None:
+        for name in reversed(self._added_attrs):
+            try:
+                delattr(self.root, name)
+            except AttributeError:
+                pass
+        self._added_attrs = []
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Tracer":
+        new = type(self).__new__(type(self))
+        for k, v in self.__dict__.items():
+            # Modules (autowrap_search) cannot be deep-copied.
+            new.__dict__[k] = copy.copy(v) if k == "_autowrap_search" else copy.deepcopy(v, memo)
+        return new
+
+
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None), tuple, list, dict, slice})
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_factory(cls: type) -> bool:
+    # Old tracer subclasses override create_proxy without the proxy_factory_fn parameter.
+    try:
+        return "proxy_factory_fn" in inspect.signature(cls.create_proxy).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _collect_tensor_attrs(m: torch.nn.Module, prefix: str, out: Dict[Any, str]) -> None:
+    for k, v in m.__dict__.items():
+        if isinstance(v, _CONSTANT_TYPES):
+            out[v] = prefix + k
+    for k, child in m.named_children():
+        _collect_tensor_attrs(child, f"{prefix}{k}.", out)
+
+
+def _check_concrete_args(fn: types.FunctionType, is_module: bool, concrete_args: Any) -> None:
+    if concrete_args is None or isinstance(concrete_args, tuple):
+        return
+    if not isinstance(concrete_args, dict):
+        raise TypeError(
+            f"concrete_args must be a dict of argument name -> value (or a tuple), got "
+            f"{type(concrete_args).__name__}"
+        )
+    co = inspect.unwrap(fn).__code__
+    n = co.co_argcount + co.co_kwonlyargcount
+    names = list(co.co_varnames[int(is_module) : n])
+    rest = iter(co.co_varnames[n:])
+    if co.co_flags & inspect.CO_VARARGS:
+        v = next(rest)
+        names += [v, "*" + v]
+    if co.co_flags & inspect.CO_VARKEYWORDS:
+        v = next(rest)
+        names += [v, "**" + v]
+    unknown = [k for k in concrete_args if k not in names]
+    if unknown:
+        raise TypeError(
+            f"concrete_args names {unknown} are not parameters of {co.co_name}(); "
+            f"its parameters are {[x for x in names if not x.startswith('*')]}"
+        )
+
+
+def _note_location(e: BaseException, what: str) -> None:
+    if isinstance(e, TraceError) or not hasattr(e, "add_note"):
+        return  # TraceErrors already say where; add_note needs Python 3.11
+    tb = e.__traceback__
+    where = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not _is_internal(code.co_filename):
+            where = (code.co_filename, tb.tb_lineno, code.co_name)
+        tb = tb.tb_next
+    if where is None:
+        return
+    line = linecache.getline(where[0], where[1]).strip()
+    text = f'File "{where[0]}", line {where[1]}, in {where[2]}' + (f"\n    {line}" if line else "")
+    e.add_note(f"(fxkit) raised while symbolically tracing {what}, at {text}")
+
+
+def _assert_is_none(value: Any, msg: str) -> None:
+    """Runtime check of an input specialised to ``None`` through ``concrete_args``."""
+    assert value is None, msg
+
+
+# --- public functions -----------------------------------------------------------------------
+
+
+def wrap(fn_or_name: Union[str, Callable]) -> Any:
+    """Record calls to a module-level function as ``call_function`` nodes instead of
+    tracing through it. Call at module scope, with the function or its name::
+
+        fxkit.wrap("len")          # builtins too
+
+        @fxkit.wrap
+        def my_op(x, y):
+            return x * x + y * y
+
+    Only calls made through the calling module's globals are affected, and only while a
+    trace runs; everywhere else the function behaves as before.
+    """
+    if isinstance(fn_or_name, str):
+        name = fn_or_name
+    elif callable(fn_or_name):
+        name = getattr(fn_or_name, "__name__", None)
+        if not isinstance(name, str):
+            raise TypeError(f"wrap() needs a named function, got {fn_or_name!r} (no __name__)")
+    else:
+        raise TypeError(
+            "Unsupported type for global function! Must be either a callable or string name, "
+            f"got {type(fn_or_name).__name__}"
+        )
+    if not name.isidentifier():
+        raise ValueError(
+            f"wrap() can only wrap a function bound to a global name; {name!r} is not one "
+            "(lambdas and other anonymous functions cannot be wrapped: def them at module scope)"
+        )
+    caller = sys._getframe(1)
+    if caller.f_code.co_name != "<module>":
+        raise NotImplementedError(
+            f"wrap must be called at the top level of a module (it was called from "
+            f"{caller.f_code.co_name}() in {caller.f_code.co_filename}:{caller.f_lineno})"
+        )
+    if isinstance(fn_or_name, str) and name not in caller.f_globals and not hasattr(builtins, name):
+        raise NameError(
+            f"wrap({name!r}): no global or builtin named {name!r} in this module; define or "
+            "import the function before wrapping it"
+        )
+    _wrapped_fns_to_patch[(id(caller.f_globals), name)] = caller.f_globals
+    return fn_or_name
+
+
+def symbolic_trace(
+    root: Union[torch.nn.Module, Callable[..., Any]],
+    concrete_args: Optional[Dict[str, Any]] = None,
+) -> GraphModule:
+    """Trace ``root`` (an ``nn.Module`` or function) into a :class:`GraphModule`.
+
+    ``concrete_args`` specialises inputs: ``{"flag": True}`` removes control flow on
+    ``flag`` (an assert checks it at run time); pytree structures with :data:`PH` leaves
+    flatten structured inputs::
+
+        gm = fxkit.symbolic_trace(f, concrete_args={"x": {"a": fxkit.PH, "b": fxkit.PH}})
+
+    Tracing errors (a Proxy used in ``if``, ``len``, iteration) name the source line and the
+    fixes: ``concrete_args``, :func:`wrap`, or a leaf module.
+    """
+    tracer = Tracer()
+    graph = tracer.trace(root, concrete_args)
+    name = type(root).__name__ if isinstance(root, torch.nn.Module) else root.__name__
+    return GraphModule(tracer.root, graph, name)

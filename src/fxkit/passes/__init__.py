@@ -1,0 +1,1 @@
+"""Graph passes: one pass per module (shape propagation, splitting, matchers, ...)."""

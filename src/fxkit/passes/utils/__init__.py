@@ -1,0 +1,1 @@
+"""Helpers shared by passes: subgraph matchers and source partitions."""
