@@ -24,7 +24,7 @@ from fxkit.codegen import (
     _PyTreeInfo,
     describe_target,
 )
-from fxkit.node import Argument, Node, Target, map_arg
+from fxkit.node import Argument, Node, Target, _remap, map_arg
 
 if TYPE_CHECKING:
     from fxkit.graph_module import GraphModule
@@ -469,9 +469,12 @@ class Graph:
             self._names.retired.add(to_erase.name)
         for inp in to_erase._input_nodes:
             inp.users.pop(to_erase, None)
+        if to_erase._input_nodes:
+            # Drop references to inputs so an erased node keeps nothing alive.
+            to_erase._args = _remap(to_erase._args, _to_none)
+            if to_erase._kwargs:
+                to_erase._kwargs = _remap(to_erase._kwargs, _to_none)
         to_erase._input_nodes = ()
-        to_erase._args = map_arg(to_erase._args, lambda n: None)  # type: ignore[assignment]
-        to_erase._kwargs = map_arg(to_erase._kwargs, lambda n: None)  # type: ignore
 
     def node_copy(
         self, node: Node, arg_transform: Callable[[Node], Argument] = lambda x: x
@@ -591,20 +594,15 @@ class Graph:
             self._codegen._body_transformer = previous
 
     def python_code(
-        self,
-        root_module: str = "self",
-        *,
-        verbose: bool = False,
-        include_stride: bool = False,
-        include_device: bool = False,
-        colored: bool = False,
-        **_future: Any,
+        self, root_module: str = "self", *, verbose: bool = False, **options: Any
     ) -> PythonCode:
-        """Generate the Python source of this graph's function (``root_module`` names ``self``)."""
-        return self._codegen._gen_python_code(
-            self.nodes, root_module, verbose=verbose, include_stride=include_stride,
-            include_device=include_device, colored=colored,
-        )  # fmt: skip
+        """Generate the Python source of this graph's function (``root_module`` names ``self``).
+
+        ``verbose`` adds a comment per node with its value's shape and source line; other
+        torch.fx display options (``include_stride``, ``include_device``, ``colored``) are
+        accepted and passed to the CodeGen.
+        """
+        return self._codegen._gen_python_code(self.nodes, root_module, verbose=verbose, **options)
 
     def process_inputs(self, *args: Any) -> Any:
         """Flatten user inputs the way this graph's CodeGen expects them."""
@@ -628,6 +626,10 @@ class Graph:
         from fxkit._graph_state import graph_from_state
 
         graph_from_state(self, state)
+
+
+def _to_none(_: Node) -> None:
+    return None
 
 
 class _Unhashable:

@@ -308,16 +308,10 @@ class GraphModule(torch.nn.Module):
     def __str__(self) -> str:
         return f"{super().__str__()}\n\n{self.code}"
 
-    def print_readable(
-        self,
-        print_output: bool = True,
-        include_stride: bool = False,
-        include_device: bool = False,
-        colored: bool = False,
-        **_future: Any,
-    ) -> str:
+    def print_readable(self, print_output: bool = True, **_display_options: Any) -> str:
         """The module as a class definition (nested GraphModules included); printed unless
-        ``print_output`` is False."""
+        ``print_output`` is False. Display options such as ``include_stride``,
+        ``include_device`` and ``colored`` are accepted for compatibility."""
         text = _readable_class(self, type(self).__name__)
         if print_output:
             print(text)

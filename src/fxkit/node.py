@@ -112,7 +112,29 @@ def map_arg(a: Argument, fn: Callable[["Node"], Argument]) -> Argument:
     """Apply ``fn`` to every :class:`Node` inside the (possibly nested) argument ``a``."""
     if not callable(fn):
         raise TypeError(f"map_arg expects a callable as its second argument, got {fn!r}")
-    return map_aggregate(a, lambda x: fn(x) if isinstance(x, Node) else x)
+    return _remap(a, fn)
+
+
+def _remap(a: Any, fn: Callable[["Node"], Any]) -> Any:
+    """map_arg without the argument check; calls ``fn`` on nodes only (the hot path of edits)."""
+    t = type(a)
+    if t is Node:
+        return fn(a)
+    if t in _LEAF_TYPES:
+        return a
+    if t is tuple:
+        return tuple([_remap(x, fn) for x in a])
+    if t is list or t is immutable_list:
+        return immutable_list([_remap(x, fn) for x in a])
+    if t is dict or t is immutable_dict:
+        return immutable_dict({k: _remap(v, fn) for k, v in a.items()})
+    if t is slice:
+        return slice(_remap(a.start, fn), _remap(a.stop, fn), _remap(a.step, fn))
+    if isinstance(a, Node):
+        return fn(a)
+    if isinstance(a, (tuple, list, dict)):
+        return map_aggregate(a, lambda x: fn(x) if isinstance(x, Node) else x)
+    return a
 
 
 def _freeze(a: Any, found: dict) -> Any:
@@ -420,11 +442,37 @@ class Node:
         """Make this node read ``new_input`` wherever it read ``old_input``."""
         if not isinstance(old_input, Node) or not isinstance(new_input, Node):
             raise TypeError("replace_input_with expects two Nodes")
+        if old_input not in self._input_nodes or old_input is new_input:
+            return
+        if new_input.graph is not self.graph or new_input._erased:
+            self._refuse_input(new_input, self.graph)
+        if new_input not in self._input_nodes and self._would_cycle(new_input):
+            raise ValueError(
+                f"using {new_input.name!r} as an input of {self.name!r} would create a cycle"
+            )
+        self._swap_input(old_input, new_input)
+
+    def _swap_input(self, old: "Node", new: "Node") -> None:
+        """Replace every use of ``old`` by the already-validated ``new``, touching only the
+        containers and user sets involved."""
 
         def swap(n: Node) -> Node:
-            return new_input if n is old_input else n
+            return new if n is old else n
 
-        self._set_inputs(map_arg(self._args, swap), map_arg(self._kwargs, swap))
+        args = self._args
+        self._args = _remap(args, swap)
+        if self._kwargs:
+            self._kwargs = _remap(self._kwargs, swap)
+        inputs = self._input_nodes
+        if new in inputs:
+            inputs = tuple([n for n in inputs if n is not old])
+        else:
+            inputs = tuple([new if n is old else n for n in inputs])
+            if self._order is not None and new._order is not None and new._order > self._order:
+                self.graph._maybe_unordered = True
+        self._input_nodes = self._args if inputs == self._args else inputs
+        old.users.pop(self, None)
+        new.users[self] = None
 
     def replace_all_uses_with(
         self,
@@ -449,16 +497,15 @@ class Node:
                     f"keys {sorted(replace_with.meta)}"
                 )
             replace_with.meta.update(self.meta)
+        if replace_with._erased:
+            raise ValueError(f"cannot replace uses of {self.name!r} with erased node")
         changed = [user for user in list(self.users) if delete_user_cb(user)]
-
-        def swap(n: Node) -> Node:
-            return replace_with if n is self else n
-
+        if replace_with is self:
+            return changed
         for user in changed:
-            # Replacing a use never creates new reachability through ``self``; a self-loop
-            # (a user replaced by itself) is the caller's to fix, as in torch.fx.
-            user._set_inputs(map_arg(user._args, swap), map_arg(user._kwargs, swap),
-                             check_cycles=False)  # fmt: skip
+            # No cycle check: a self-loop (a user replaced by itself) is the caller's to fix,
+            # as in torch.fx, where the idiom is to repair it right after.
+            user._swap_input(self, replace_with)
         return changed
 
     # --- position in the graph ---------------------------------------------------------------

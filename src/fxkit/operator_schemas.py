@@ -13,15 +13,9 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-__all__ = [
-    "ArgsKwargsPair",
-    "check_for_mutable_operation",
-    "get_signature_for_torch_op",
-    "create_type_hint",
-    "type_matches",
-    "normalize_function",
-    "normalize_module",
-]
+# Public names, grouped by role: the result type, signature lookup, type checks, matching.
+__all__ = ["ArgsKwargsPair", "get_signature_for_torch_op", "check_for_mutable_operation"]
+__all__ += ["create_type_hint", "type_matches", "normalize_function", "normalize_module"]
 
 _NAMED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
