@@ -1,4 +1,4 @@
-"""The ``fxkit`` command line. ``fxkit demo`` walks through capture, codegen and a rewrite."""
+"""The ``fxkit`` command line. ``fxkit demo`` walks through tracing, codegen and a rewrite."""
 
 from __future__ import annotations
 
@@ -23,33 +23,14 @@ class MyModule(torch.nn.Module):
         return self.linear(x + self.param).clamp(min=0.0, max=1.0)
 
 
-def _capture(module: torch.nn.Module):
-    """Trace ``module`` if the tracer is available; otherwise build its graph by hand."""
-    from fxkit.graph import Graph
-    from fxkit.graph_module import GraphModule
-
-    try:
-        from fxkit import symbolic_trace  # type: ignore[attr-defined]
-    except ImportError:
-        symbolic_trace = None
-    if symbolic_trace is not None:
-        return symbolic_trace(module), "symbolic_trace"
-    graph = Graph()
-    x = graph.placeholder("x")
-    param = graph.get_attr("param")
-    added = graph.call_function(operator.add, (x, param))
-    linear = graph.call_module("linear", (added,))
-    clamped = graph.call_method("clamp", (linear,), {"min": 0.0, "max": 1.0})
-    graph.output(clamped)
-    return GraphModule(module, graph), "the Graph API"
-
-
 def demo() -> int:
     """Capture the example module, show its graph and code, rewrite add -> mul, check it."""
     torch.manual_seed(0)
     module = MyModule()
-    gm, how = _capture(module)
-    print(f"== graph of MyModule (built with {how}) ==")
+    from fxkit import symbolic_trace
+
+    gm = symbolic_trace(module)
+    print("== graph of MyModule, captured by symbolic_trace ==")
     gm.graph.print_tabular()
     print("\n== generated code ==")
     print(gm.code.strip())
