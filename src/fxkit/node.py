@@ -232,16 +232,19 @@ class Node:
         "_kwargs",
         "_input_nodes",
         "users",
-        "type",
         "_meta",
         "_prev",
         "_next",
-        "_erased",
         "_order",
-        "_repr_fn",
         "__weakref__",
         "__dict__",
-    )  # fmt: skip  (``__dict__``: passes and PH placeholders set ad-hoc attributes, as on torch.fx)
+    )  # fmt: skip
+    # ``__dict__`` lets passes (and PH placeholders) set ad-hoc attributes, as on torch.fx.
+    # Rarely-set fields are class-level defaults that an instance overrides in its
+    # ``__dict__`` only when set, which keeps the common node small.
+    type: Optional[Any] = None
+    _erased: bool = False
+    _repr_fn: Optional[Callable[["Node"], str]] = None
 
     def __init__(
         self,
@@ -285,12 +288,11 @@ class Node:
         self.op = op
         self._target = target
         self.users: Dict[Node, None] = {}
-        self.type = return_type
+        if return_type is not None:
+            self.type = return_type
         self._meta: Optional[Dict[str, Any]] = None
         self._prev = self._next = self
-        self._erased = False
         self._order: Optional[int] = None
-        self._repr_fn: Optional[Callable[[Node], str]] = None
         self._args = frozen_args
         self._kwargs = frozen_kwargs
         inputs = _inputs_tuple(found, frozen_args)
