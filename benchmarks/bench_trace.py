@@ -60,9 +60,56 @@ def _blocks_row(n: int, reps: int) -> Row:
     )
 
 
+def _hf_model(kind: str) -> nn.Module:
+    import transformers as hf
+
+    if kind == "bert":
+        cfg = hf.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=4,
+                            num_attention_heads=4, intermediate_size=128)  # fmt: skip
+        model = hf.BertModel(cfg)
+    else:
+        cfg = hf.GPT2Config(vocab_size=1000, n_embd=64, n_layer=4, n_head=4, use_cache=False)
+        model = hf.GPT2Model(cfg)
+    model.config.use_cache = False
+    return model.eval()
+
+
+def _hf_rows() -> list:
+    """HF BERT / GPT-2: fxkit's shape-aware trace vs transformers.utils.fx.symbolic_trace
+    (HF's torch.fx-based tracer). A model HF's tracer cannot trace gets no row."""
+    try:
+        import warnings
+
+        import transformers  # noqa: F401
+        from transformers.utils.fx import symbolic_trace as hf_trace
+    except ImportError:
+        return []
+    warnings.filterwarnings("ignore", module="transformers")
+    rows = []
+    for kind in ("bert", "gpt2"):
+        model = _hf_model(kind)
+        ids = torch.randint(0, 1000, (2, 16))
+        try:
+            hf_trace(model, input_names=["input_ids"])
+        except Exception as e:  # noqa: BLE001  (HF 4.57 cannot trace GPT-2: vmap'd masks)
+            print(f"  (no row for HF {kind}: its tracer fails: {type(e).__name__})")
+            continue
+        rows.append(
+            compare(
+                f"trace: HF {kind} 4 layers (shape-aware vs HF tracer)",
+                lambda m=model, i=ids: fxt.symbolic_trace(m, example_inputs={"input_ids": i}),
+                lambda m=model: hf_trace(m, input_names=["input_ids"]),
+                reps=5,
+            )
+        )
+    return rows
+
+
 def run(quick: bool) -> list:
-    """Rows for benchmarks.run; quick mode stops at 1000 blocks."""
+    """Rows for benchmarks.run; quick mode stops at 1000 blocks and skips the HF models."""
     rows = _zoo_rows(quick)
+    if not quick:
+        rows += _hf_rows()
     sizes = (500, 1000) if quick else (500, 1000, 2000, 4000)
     for n in sizes:
         rows.append(_blocks_row(n, reps=3 if n <= 1000 else 1))

@@ -258,3 +258,17 @@ def test_str_and_print_readable(gm_and_module, capsys):
 def test_training_flag_is_copied():
     m = MyModule().eval()
     assert not GraphModule(m, my_graph()).training
+
+
+def test_reading_an_attribute_of_a_called_module_keeps_the_module():
+    root = torch.nn.Module()
+    root.a = torch.nn.Linear(2, 2)
+    g = Graph()
+    x = g.placeholder("x")
+    y = g.call_module("a", (x,))
+    w = g.get_attr("a.weight")
+    g.output((y, w))
+    gm = GraphModule(root, g)
+    assert gm.a is root.a
+    out, weight = gm(torch.ones(1, 2))
+    assert torch.equal(out, root.a(torch.ones(1, 2))) and weight is root.a.weight

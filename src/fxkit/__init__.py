@@ -8,6 +8,7 @@ the subgraph rewriter (:func:`replace_pattern`).
 """
 
 from fxkit import immutable_collections, subgraph_rewriter, traceback
+from fxkit._explain import explain
 from fxkit._symbolic_trace import PH, ProxyableClassMeta, Tracer, symbolic_trace, wrap
 from fxkit.graph import CodeGen, Graph, PythonCode
 from fxkit.graph_module import GraphModule
@@ -30,6 +31,7 @@ __all__ = [
     "PythonCode",
     "Tracer",
     "Transformer",
+    "explain",
     "has_side_effect",
     "immutable_collections",
     "map_arg",

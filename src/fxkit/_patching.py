@@ -126,6 +126,9 @@ def _function_trampoline(key: tuple, orig: Callable) -> Callable:
     def trampoline(*args: Any, **kwargs: Any) -> Any:
         run = _current_run.get()
         if run is not None and key in run.active:
+            stand_in = run.overrides.get(id(orig))
+            if stand_in is not None:
+                return stand_in(*args, **kwargs)
             proxy = _find_proxy((args, kwargs))
             if proxy is not None:
                 out = proxy.tracer.create_proxy("call_function", orig, args, kwargs)
@@ -149,7 +152,7 @@ def _module_call_trampoline(key: tuple, orig: Callable) -> Callable:
         def forward(*args: Any, **kwargs: Any) -> Any:
             return _ORIG_MODULE_CALL(mod, *args, **kwargs)
 
-        run.autowrap_scan(getattr(getattr(mod, "forward", mod), "__globals__", None))
+        run.scan_function_globals(getattr(mod, "forward", None))
         return run.tracer.call_module(mod, forward, args, kwargs)
 
     return __call__
@@ -169,7 +172,16 @@ def _module_getattr_trampoline(key: tuple, orig: Callable) -> Callable:
 class _TraceRun:
     """The state of one ``Tracer.trace`` call; lives in ``_current_run`` while it runs."""
 
-    __slots__ = ("tracer", "param_cache", "active", "slots", "visited", "live", "_keep")
+    __slots__ = (
+        "tracer",
+        "param_cache",
+        "active",
+        "slots",
+        "visited",
+        "live",
+        "_keep",
+        "overrides",
+    )
 
     def __init__(self, tracer: "Tracer") -> None:
         self.tracer = tracer
@@ -179,6 +191,18 @@ class _TraceRun:
         self.visited: set = set()
         self.live = False
         self._keep: list = []  # namespaces scanned; held so their ids stay unique
+        # id(original function) -> what this trace calls instead (Tracer._function_overrides)
+        self.overrides: Dict[int, Callable] = {
+            id(fn): sub for fn, sub in getattr(tracer, "_function_overrides", {}).items()
+        }
+
+    def scan_function_globals(self, fn: Any) -> None:
+        """Autowrap-scan the module globals of ``fn`` and of what its decorators wrap."""
+        seen = 0
+        while fn is not None and seen < 8:  # a bounded walk: __wrapped__ chains can loop
+            self.autowrap_scan(getattr(fn, "__globals__", None))
+            fn = getattr(fn, "__wrapped__", None)
+            seen += 1
 
     def install(self, fn_globals: dict) -> None:
         for name, make in (
@@ -216,6 +240,8 @@ class _TraceRun:
         self.visited.add(id(ns))
         self._keep.append(ns)
         ids = self.tracer._autowrap_function_ids
+        if self.overrides:
+            ids = ids | self.overrides.keys()
         if not ids:
             return
         # Under the lock: another thread may be swapping trampolines into this namespace.

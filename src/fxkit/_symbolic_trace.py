@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 import torch.utils._pytree as pytree
 
+from fxkit._auto_leaf import ON_ERROR_CHOICES, LeafFallback, trace_or_leaf
 from fxkit._patching import (  # noqa: F401  (registry names re-exported for tests/tools)
     _ORIG_MODULE_CALL,
     _ORIG_MODULE_GETATTR,
@@ -40,6 +41,12 @@ from fxkit._patching import (  # noqa: F401  (registry names re-exported for tes
     _TraceRun,
     _trampoline_origin,
     _wrapped_fns_to_patch,
+)
+from fxkit._signature import (  # noqa: F401  (_patch_function: old import path)
+    _ArgLayout,
+    _flat_caller,
+    _is_empty_container,
+    _patch_function,
 )
 from fxkit.graph import Graph, _PyTreeCodeGen, _PyTreeInfo
 from fxkit.graph_module import GraphModule
@@ -66,7 +73,6 @@ __all__ = [
     "is_fx_symbolic_tracing",
 ]
 
-_VARSTUFF = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
 _CONSTANT_TYPES: tuple = (torch.Tensor, torch.ScriptObject, pytree.TreeSpec)
 try:  # fake script objects only exist in newer torch builds
     from torch._library.fake_class_registry import FakeScriptObject
@@ -143,20 +149,6 @@ class ProxyableClassMeta(type):
         return instance
 
 
-def _patch_function(fn: types.FunctionType, nargs: int) -> types.FunctionType:
-    """A copy of ``fn`` taking ``*args``/``**kwargs``/keyword-only params positionally."""
-    co = fn.__code__
-    new_code = co.replace(
-        co_argcount=nargs,
-        co_posonlyargcount=0,
-        co_kwonlyargcount=0,
-        co_flags=co.co_flags & ~_VARSTUFF,
-    )
-    return types.FunctionType(
-        new_code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
-    )
-
-
 # --- the tracer -----------------------------------------------------------------------------
 
 
@@ -182,12 +174,18 @@ class Tracer(TracerBase):
 
     record_stack_traces: bool = True
 
-    def __init__(
-        self,
-        autowrap_modules: Tuple[types.ModuleType, ...] = (math,),
-        autowrap_functions: Tuple[Callable, ...] = (),
-        param_shapes_constant: bool = False,
-    ) -> None:
+    # fmt: off
+    def __init__(self, autowrap_modules: Tuple[types.ModuleType, ...] = (math,),
+                 autowrap_functions: Tuple[Callable, ...] = (), param_shapes_constant: bool = False,
+                 *, on_error: str = "raise") -> None:
+        # fmt: on
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+        self.on_error = on_error
+        # Submodules made leaves because their body failed to trace (on_error="leaf").
+        self.leaf_fallbacks: List[LeafFallback] = []
+        self._forced_leaves: set = set()
+        self._call_journal: List[str] = []
         for m in autowrap_modules:
             if not isinstance(m, types.ModuleType):
                 raise TypeError(f"autowrap_modules must hold modules, got {type(m).__name__} {m!r}")
@@ -346,14 +344,25 @@ class Tracer(TracerBase):
             key = f"{scope.module_path}@{calls}" if calls > 0 else scope.module_path
             self.module_stack[key] = (qualname, scope.module_type)
             self.num_calls[qualname] = calls + 1
+            falls_back = self.on_error != "raise"
+            if falls_back:
+                self._call_journal.append(qualname)
             try:
-                if not self.is_leaf_module(m, qualname):
+                if self.is_leaf_module(m, qualname) or id(m) in self._forced_leaves:
+                    return self.create_proxy("call_module", qualname, args, kwargs)
+                if not falls_back:
                     return forward(*args, **kwargs)
-                return self.create_proxy("call_module", qualname, args, kwargs)
+                run = _current_run.get()
+                cache = run.param_cache if run is not None else {}
+                return trace_or_leaf(self, m, qualname, forward, args, kwargs, cache)
             finally:
                 popped, _ = self.module_stack.popitem(last=True)
                 if popped != key:
                     raise RuntimeError(f"module stack out of order: {popped!r} != {key!r}")
+
+    def _should_fall_back(self, m: torch.nn.Module, qualname: str, error: Exception) -> bool:
+        """With ``on_error="leaf"``: may ``m``, whose body raised ``error``, become a leaf?"""
+        return self.on_error == "leaf"
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: Dict[str, Any]) -> Any:
         """What ``module.<attr>`` returns while tracing: parameters (and, with
@@ -383,83 +392,71 @@ class Tracer(TracerBase):
             cache[name] = self.create_proxy("get_attr", name, (), {}, **extra)
         return cache[name]
 
-    def create_args_for_root(
-        self,
-        root_fn: Callable[..., Any],
-        is_module: bool,
-        concrete_args: Union[Dict[str, Any], Tuple[Any, ...], None] = None,
-    ) -> Tuple[Any, List[Any]]:
+    # fmt: off
+    def create_args_for_root(self, root_fn: Callable[..., Any], is_module: bool,
+                             concrete_args: Union[Dict[str, Any], Tuple[Any, ...], None] = None
+                             ) -> Tuple[Any, List[Any]]:
+        # fmt: on
         """Make the placeholders for ``root_fn``'s signature (incl. ``*args``/``**kwargs``)
         and return the function to call with them. Pytree-structured ``concrete_args`` get a
         flattening wrapper and a ``_PyTreeCodeGen``."""
-        fn_for_analysis = inspect.unwrap(root_fn)
-        co = fn_for_analysis.__code__
-        total_args = co.co_argcount + co.co_kwonlyargcount
-        orig_args = list(co.co_varnames)
-        names = iter(co.co_varnames)
-        args: List[Any] = []
-        skip = 0
-        if is_module:
-            if total_args == 0:
-                raise RuntimeError("``self`` argument cannot be part of *args expansion!")
-            skip = 1
-            next(names)
-            args.append(self.root)
-        sig = inspect.signature(fn_for_analysis)
-
-        if (
-            isinstance(concrete_args, tuple)
-            and concrete_args
-            and co.co_flags & _VARSTUFF
-            and total_args == 1
-        ):
-            # forward(self, *args): flat concrete inputs pass straight through.
-            for i, value in enumerate(concrete_args):
-                out = self.create_proxy("placeholder", f"input_{i}", (), {})
-                if isinstance(value, PHBase) and value is not PH:
-                    _transfer_attrs(value, out.node)
-                args.append(out)
-            return root_fn, args
-
-        arg_names = [next(names) for _ in range(skip, total_args)]
+        inner = inspect.unwrap(root_fn)  # functools.wraps hides the real parameters
+        layout = _ArgLayout.of(inner)
+        if is_module and not layout.named:
+            raise RuntimeError("``self`` argument cannot be part of *args expansion!")
+        inputs: List[Any] = [self.root] if is_module else []
+        params = layout.named[len(inputs) :]
+        if isinstance(concrete_args, tuple) and concrete_args and layout.only_self_and_varargs:
+            # forward(self, *args) with a flat tuple: one placeholder per given value.
+            inputs += [self._flat_input(i, v) for i, v in enumerate(concrete_args)]
+            return root_fn, inputs
         if isinstance(concrete_args, tuple):
-            if len(arg_names) != len(concrete_args):
+            if len(params) != len(concrete_args):
                 raise RuntimeError(
-                    f"Tracing expected {len(arg_names)} arguments but got "
+                    f"Tracing expected {len(params)} arguments but got "
                     f"{len(concrete_args)} concrete arguments"
                 )
-            concrete_args = dict(zip(arg_names, concrete_args))
-        for name in arg_names:
-            args.append(self._proxy_placeholder(name, concrete_args, sig, fn_for_analysis))
-        if co.co_kwonlyargcount > 0 or co.co_flags & _VARSTUFF:
-            if co.co_flags & inspect.CO_VARARGS:
-                args.append(self._proxy_placeholder("*" + next(names), concrete_args, sig, None))
-            if co.co_flags & inspect.CO_VARKEYWORDS:
-                args.append(self._proxy_placeholder("**" + next(names), concrete_args, sig, None))
-            root_fn = _patch_function(root_fn, len(args))
-
-        flat_args, in_spec = pytree.tree_flatten(tuple(args))
-        if all(child.is_leaf() for child in in_spec.children()):
-            return root_fn, args
-        self.graph._codegen = _PyTreeCodeGen(_PyTreeInfo(orig_args[:total_args], in_spec, None))
-        graph = self.graph
+            concrete_args = dict(zip(params, concrete_args))
+        if inner is not root_fn and layout.starred():
+            # A decorator's (*args, **kwargs) cannot be spread from a Proxy: unless given,
+            # the extras are empty, as in a call that passes none.
+            extras = {s: {} if s.startswith("**") else () for s in layout.starred()}
+            concrete_args = {**extras, **(concrete_args or {})}
+        sig = inspect.signature(inner)
+        inputs += [self._proxy_placeholder(n, concrete_args, sig, inner) for n in params]
+        for starred in layout.starred():
+            inputs.append(self._proxy_placeholder(starred, concrete_args, sig, None))
+        if layout.needs_flat_call:
+            root_fn = _flat_caller(root_fn, inner, layout, len(inputs))
+        flat_inputs, in_spec = pytree.tree_flatten(tuple(inputs))
+        first_starred = len(inputs) - len(layout.starred())
+        if all(
+            child.is_leaf() or (i >= first_starred and _is_empty_container(inputs[i]))
+            for i, child in enumerate(in_spec.children())
+        ):
+            # Plain inputs (an unused *args/**kwargs given as empty counts as plain).
+            return root_fn, inputs
+        codegen = _PyTreeCodeGen(_PyTreeInfo(list(layout.named), in_spec, None))
+        self.graph._codegen = codegen
 
         def flatten_fn(*flat: Any) -> Any:
-            out_args, out_spec = pytree.tree_flatten(
-                root_fn(*pytree.tree_unflatten(list(flat), in_spec))
-            )
-            graph._codegen.pytree_info = graph._codegen.pytree_info._replace(out_spec=out_spec)
-            return out_args
+            result = root_fn(*pytree.tree_unflatten(list(flat), in_spec))
+            flat_out, out_spec = pytree.tree_flatten(result)
+            codegen.pytree_info = codegen.pytree_info._replace(out_spec=out_spec)
+            return flat_out
 
-        return flatten_fn, flat_args
+        return flatten_fn, flat_inputs
 
-    def _proxy_placeholder(
-        self,
-        name: str,
-        concrete_args: Optional[Dict[str, Any]],
-        sig: inspect.Signature,
-        fn_for_analysis: Optional[Callable],
-    ) -> Any:
+    def _flat_input(self, index: int, given: Any) -> Proxy:
+        proxy = self.create_proxy("placeholder", f"input_{index}", (), {})
+        if isinstance(given, PHBase) and given is not PH:
+            _transfer_attrs(given, proxy.node)
+        return proxy
+
+    # fmt: off
+    def _proxy_placeholder(self, name: str, concrete_args: Optional[Dict[str, Any]],
+                           sig: inspect.Signature, fn_for_analysis: Optional[Callable]) -> Any:
+        # fmt: on
         if name[0] == "*":
             default: tuple = ()
         else:
@@ -522,6 +519,7 @@ class Tracer(TracerBase):
         self._root_frame = None
         self._added_attrs = []
         self._paths = {"parameters": None, "buffers": None}
+        self.leaf_fallbacks, self._forced_leaves, self._call_journal = [], set(), []
         try:
             self.graph = Graph(tracer_cls=getattr(self, "__class__", None))
             code = fn.__code__
@@ -532,10 +530,11 @@ class Tracer(TracerBase):
             }
             self.tensor_attrs = {}
             _collect_tensor_attrs(self.root, "", self.tensor_attrs)
-            fn_globals = fn.__globals__
+            fn_globals, root_fn_for_scan = fn.__globals__, fn
             fn, args = self.create_args_for_root(fn, is_module, concrete_args)
             try:
                 run.install(fn_globals)
+                run.scan_function_globals(root_fn_for_scan)
                 result = fn(*args)
                 returns = inspect.get_annotations(inspect.unwrap(fn)).get("return", None)
                 self.create_node(
@@ -633,21 +632,16 @@ def _check_concrete_args(fn: types.FunctionType, is_module: bool, concrete_args:
             f"concrete_args must be a dict of argument name -> value (or a tuple), got "
             f"{type(concrete_args).__name__}"
         )
-    co = inspect.unwrap(fn).__code__
-    n = co.co_argcount + co.co_kwonlyargcount
-    names = list(co.co_varnames[int(is_module) : n])
-    rest = iter(co.co_varnames[n:])
-    if co.co_flags & inspect.CO_VARARGS:
-        v = next(rest)
-        names += [v, "*" + v]
-    if co.co_flags & inspect.CO_VARKEYWORDS:
-        v = next(rest)
-        names += [v, "**" + v]
-    unknown = [k for k in concrete_args if k not in names]
+    layout = _ArgLayout.of(inspect.unwrap(fn))
+    known = set(layout.named[int(is_module) :])
+    for starred in layout.starred():
+        known.update((starred, starred.lstrip("*")))
+    unknown = [k for k in concrete_args if k not in known]
     if unknown:
+        plain = [*layout.named[int(is_module) :], *(s.lstrip("*") for s in layout.starred())]
         raise TypeError(
-            f"concrete_args names {unknown} are not parameters of {co.co_name}(); "
-            f"its parameters are {[x for x in names if not x.startswith('*')]}"
+            f"concrete_args names {unknown} are not parameters of {fn.__name__}(); "
+            f"its parameters are {plain}"
         )
 
 
@@ -720,10 +714,12 @@ def wrap(fn_or_name: Union[str, Callable]) -> Any:
     return fn_or_name
 
 
-def symbolic_trace(
-    root: Union[torch.nn.Module, Callable[..., Any]],
-    concrete_args: Optional[Dict[str, Any]] = None,
-) -> GraphModule:
+# fmt: off
+def symbolic_trace(root: Union[torch.nn.Module, Callable[..., Any]],
+                   concrete_args: Optional[Dict[str, Any]] = None, *,
+                   example_inputs: Any = None, meta_args: Optional[Dict[str, Any]] = None,
+                   on_error: str = "raise") -> GraphModule:
+    # fmt: on
     """Trace ``root`` (an ``nn.Module`` or function) into a :class:`GraphModule`.
 
     ``concrete_args`` specialises inputs: ``{"flag": True}`` removes control flow on
@@ -732,10 +728,27 @@ def symbolic_trace(
 
         gm = fxkit.symbolic_trace(f, concrete_args={"x": {"a": fxkit.PH, "b": fxkit.PH}})
 
+    ``example_inputs`` (positional tuple or name -> value dict) and/or ``meta_args``
+    (name -> tensor, ``device="meta"`` allowed) turn on shape-aware tracing: fake tensors run
+    alongside the proxies, so ``x.shape[0] > 1``, ``len(x)`` and loops over sizes resolve;
+    every such answer is a guard in ``node.meta["guards"]`` (see ``fxkit._shape_trace``).
+    Inputs named by neither are specialised to their defaults.
+
+    ``on_error="leaf"`` makes each submodule whose body cannot be traced a ``call_module``
+    leaf (reason in ``node.meta["fxkit_leaf_reason"]``) instead of failing.
+
     Tracing errors (a Proxy used in ``if``, ``len``, iteration) name the source line and the
-    fixes: ``concrete_args``, :func:`wrap`, or a leaf module.
+    fixes: ``concrete_args``, :func:`wrap`, ``example_inputs``, or a leaf module.
     """
-    tracer = Tracer()
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+    tracer: Tracer
+    if example_inputs is not None or meta_args is not None:
+        from fxkit._shape_trace import ShapeAwareTracer
+
+        tracer = ShapeAwareTracer(example_inputs, meta_args, on_error=on_error)
+    else:
+        tracer = Tracer(on_error=on_error)
     graph = tracer.trace(root, concrete_args)
     name = type(root).__name__ if isinstance(root, torch.nn.Module) else root.__name__
     return GraphModule(tracer.root, graph, name)

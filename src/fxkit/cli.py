@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import operator
+import sys
 from typing import List, Optional
 
 import torch
@@ -54,9 +55,18 @@ def demo() -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``fxkit`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["explain"]:
+        from fxkit._explain import explain_main
+
+        return explain_main(argv[1:])
     parser = argparse.ArgumentParser(prog="fxkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="trace the example module, print its graph/code, rewrite it")
+    sub.add_parser(
+        "explain",
+        help="why tracing fails, every site at once: fxkit explain mod:Class --input-shape 2,3",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()

@@ -57,7 +57,9 @@ def _copy_attr(from_module: torch.nn.Module, to_module: torch.nn.Module, target:
     for part in path:
         src = getattr(src, part)
         nxt = getattr(dst, part, None)
-        if nxt is None or nxt is src:
+        if nxt is src:
+            return  # the whole parent module is already installed (a call_module of it)
+        if nxt is None:
             nxt = torch.nn.Module()
             setattr(dst, part, nxt)
         dst = nxt

@@ -81,7 +81,7 @@ def has_side_effect(fn: Callable) -> Callable:
 # Walking nested arguments
 
 
-def map_aggregate(a: Argument, fn: Callable[[Argument], Argument]) -> Argument:
+def map_aggregate(a: Any, fn: Callable[[Any], Any]) -> Any:
     """Apply ``fn`` to every leaf of ``a``, rebuilding tuples, lists, dicts and slices around it.
 
     Lists and dicts come back as :class:`immutable_list` / :class:`immutable_dict`; named
@@ -89,15 +89,18 @@ def map_aggregate(a: Argument, fn: Callable[[Argument], Argument]) -> Argument:
     """
     t = type(a)
     if t is tuple:
-        return tuple([map_aggregate(x, fn) for x in a])  # type: ignore[union-attr]
+        return tuple([map_aggregate(x, fn) for x in a])
+
     if t is list or t is immutable_list:
-        return immutable_list([map_aggregate(x, fn) for x in a])  # type: ignore[union-attr]
+        return immutable_list([map_aggregate(x, fn) for x in a])
+
     if t is dict or t is immutable_dict:
-        return immutable_dict({k: map_aggregate(v, fn) for k, v in a.items()})  # type: ignore
+        return immutable_dict({k: map_aggregate(v, fn) for k, v in a.items()})
     if t is slice:
         return slice(
             map_aggregate(a.start, fn), map_aggregate(a.stop, fn), map_aggregate(a.step, fn)
-        )  # type: ignore[union-attr]
+        )
+
     if isinstance(a, tuple):
         items = [map_aggregate(x, fn) for x in a]
         return t(*items) if hasattr(a, "_fields") else t(items)
@@ -108,7 +111,7 @@ def map_aggregate(a: Argument, fn: Callable[[Argument], Argument]) -> Argument:
     return fn(a)
 
 
-def map_arg(a: Argument, fn: Callable[["Node"], Argument]) -> Argument:
+def map_arg(a: Any, fn: Callable[["Node"], Any]) -> Any:
     """Apply ``fn`` to every :class:`Node` inside the (possibly nested) argument ``a``."""
     if not callable(fn):
         raise TypeError(f"map_arg expects a callable as its second argument, got {fn!r}")
@@ -379,30 +382,30 @@ class Node:
         return False
 
     @property
-    def args(self) -> Tuple[Argument, ...]:
+    def args(self) -> Tuple[Any, ...]:
         """Positional arguments; assigning a new tuple updates users of old and new inputs."""
         return self._args
 
     @args.setter
-    def args(self, value: Tuple[Argument, ...]) -> None:
+    def args(self, value: Tuple[Any, ...]) -> None:
         self._set_inputs(value, self._kwargs)
 
     @property
-    def kwargs(self) -> Dict[str, Argument]:
+    def kwargs(self) -> Dict[str, Any]:
         """Keyword arguments; assigning a new dict updates users of old and new inputs."""
         return self._kwargs
 
     @kwargs.setter
-    def kwargs(self, value: Dict[str, Argument]) -> None:
+    def kwargs(self, value: Dict[str, Any]) -> None:
         self._set_inputs(self._args, value)
 
     @property
-    def target(self) -> Target:
+    def target(self) -> Any:
         """What the node calls or reads (callable for call_function, a string otherwise)."""
         return self._target
 
     @target.setter
-    def target(self, value: Target) -> None:
+    def target(self, value: Any) -> None:
         if self.op == "call_function" and not callable(value):
             raise TypeError(f"call_function node {self.name!r} needs a callable target")
         if self.op in _STRING_TARGET_OPS and not isinstance(value, str):

@@ -31,35 +31,21 @@ from fxkit import traceback as fx_traceback
 from fxkit.immutable_collections import immutable_dict, immutable_list
 from fxkit.node import Argument, Node, Target, base_types
 
+# Proxy kinds first, then the tracer side, then scopes.
 __all__ = [
-    "TracerBase",
-    "GraphAppendingTracer",
-    "TraceError",
-    "Proxy",
-    "MetaProxy",
-    "Attribute",
-    "ParameterProxy",
-    "Scope",
-    "ScopeContextManager",
-]
+    "Proxy", "Attribute", "ParameterProxy", "MetaProxy", "TraceError",
+    "TracerBase", "GraphAppendingTracer", "Scope", "ScopeContextManager",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 # Fields that a node created under ``preserve_node_meta`` copies from the current meta.
-_COPY_META_FIELDS = [
-    "nn_module_stack",
-    "torch_fn",
-    "source_fn_stack",
-    "original_aten",
-    "recompute",
-    "ac_graph_id",
-    "has_backward_hook",
-    "from_node",
-    "quantization_tag",
-    "_numeric_debug_handle",
-    "custom",
-    "partitioner_tag",
-]
+# (A list, as torch.fx has it: tracers in the wild append their own fields.)
+_COPY_META_FIELDS = (
+    "nn_module_stack source_fn_stack torch_fn from_node custom original_aten "
+    "recompute ac_graph_id has_backward_hook quantization_tag partitioner_tag "
+    "_numeric_debug_handle"
+).split()
 
 
 class TraceError(ValueError):
@@ -86,17 +72,22 @@ class ScopeContextManager:
     """Set ``scope`` to ``current_scope``'s path and type while the block runs."""
 
     def __init__(self, scope: Scope, current_scope: Scope) -> None:
-        self._prev_scope = copy.copy(scope)
-        scope.module_path = current_scope.module_path
-        scope.module_type = current_scope.module_type
+        # The switch happens here, not in __enter__: torch.fx callers rely on that.
         self._scope = scope
+        self._saved = _swap_scope(scope, (current_scope.module_path, current_scope.module_type))
 
     def __enter__(self) -> Scope:
         return self._scope
 
     def __exit__(self, *exc: object) -> None:
-        self._scope.module_path = self._prev_scope.module_path
-        self._scope.module_type = self._prev_scope.module_type
+        _swap_scope(self._scope, self._saved)
+
+
+def _swap_scope(scope: Scope, path_and_type: Tuple[str, Any]) -> Tuple[str, Any]:
+    """Point ``scope`` at ``path_and_type``; return what it pointed at before."""
+    before = (scope.module_path, scope.module_type)
+    scope.module_path, scope.module_type = path_and_type
+    return before
 
 
 # --- where is the user's code? --------------------------------------------------------------
@@ -229,28 +220,22 @@ class TracerBase:
     """
 
     graph: Any
-    record_stack_traces: bool = False
-    _record_forward_stack_traces_only: bool = False
-    check_mutable_operations: bool = False
-    trace_asserts: bool = False
-    proxy_buffer_attributes: bool = False
-    traced_func_name: str = "forward"
     scope: Scope
     module_stack: "collections.OrderedDict[str, Tuple[str, Any]]"
     node_name_to_scope: Dict[str, Tuple[str, type]]
+    # Feature switches (see above), all off unless a subclass or instance turns them on.
+    record_stack_traces = check_mutable_operations = trace_asserts = False
+    proxy_buffer_attributes = _record_forward_stack_traces_only = False
+    traced_func_name = "forward"
     # The frame that started the current trace; user stacks are cut there.
     _trace_anchor: Optional[types.FrameType] = None
     _root_frame: Optional[types.FrameType] = None
 
-    def create_node(
-        self,
-        kind: str,
-        target: Target,
-        args: Tuple[Argument, ...],
-        kwargs: Dict[str, Argument],
-        name: Optional[str] = None,
-        type_expr: Optional[Any] = None,
-    ) -> Node:
+    # fmt: off
+    def create_node(self, kind: str, target: Target, args: Tuple[Argument, ...],
+                    kwargs: Dict[str, Argument], name: Optional[str] = None,
+                    type_expr: Optional[Any] = None) -> Node:
+        # fmt: on
         """Append a node to ``self.graph`` and fill in its scope and provenance metadata."""
         if kind == "call_function" and self.check_mutable_operations:
             from fxkit.operator_schemas import check_for_mutable_operation
@@ -293,30 +278,26 @@ class TracerBase:
         """Wrap a new node in the Proxy type this tracer hands out."""
         return Proxy(node, self)
 
-    def create_proxy(
-        self,
-        kind: str,
-        target: Target,
-        args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
-        name: Optional[str] = None,
-        type_expr: Optional[Any] = None,
-        proxy_factory_fn: Optional[Callable[[Node], "Proxy"]] = None,
-    ) -> "Proxy":
+    # fmt: off
+    def create_proxy(self, kind: str, target: Target, args: Tuple[Any, ...],
+                     kwargs: Dict[str, Any], name: Optional[str] = None,
+                     type_expr: Optional[Any] = None,
+                     proxy_factory_fn: Optional[Callable[[Node], "Proxy"]] = None) -> "Proxy":
+        # fmt: on
         """Lower ``args``/``kwargs`` with :meth:`create_arg`, create the node, wrap it.
 
         For ``placeholder`` nodes ``args`` holds the default value, if any.
         """
-        args_ = self.create_arg(args)
-        kwargs_ = self.create_arg(kwargs)
-        if not isinstance(args_, tuple):
-            raise TypeError(f"create_arg(args) must return a tuple, got {type(args_).__name__}")
-        if not isinstance(kwargs_, dict):
-            raise TypeError(f"create_arg(kwargs) must return a dict, got {type(kwargs_).__name__}")
-        node = self.create_node(kind, target, args_, kwargs_, name, type_expr)
-        if proxy_factory_fn:
-            return proxy_factory_fn(node)
-        return self.proxy(node)
+        lowered = (self.create_arg(args), self.create_arg(kwargs))
+        for label, value, kind_needed in zip(("args", "kwargs"), lowered, (tuple, dict)):
+            if not isinstance(value, kind_needed):
+                raise TypeError(
+                    f"create_arg({label}) must return a {kind_needed.__name__}, "
+                    f"got {type(value).__name__}"
+                )
+        node = self.create_node(kind, target, *lowered, name, type_expr)
+        wrap_node = proxy_factory_fn or self.proxy
+        return wrap_node(node)
 
     def create_arg(self, a: Any) -> Argument:
         """Turn a value seen while tracing into something a node can store.
@@ -361,16 +342,19 @@ def _no_nodes_in_key(arg: Argument) -> Any:
     raise TraceError(f"dictionary keys used as node arguments cannot contain a Node; got {arg}")
 
 
-def _create_arg_dict(tracer: TracerBase, a: dict) -> dict:
+def _dict_key_arg(tracer: TracerBase, key: Any) -> Any:
+    # String keys are the norm and need no lowering; anything else must hold no Node.
+    if isinstance(key, str):
+        return key
     from fxkit.node import map_arg
 
-    out = {}
-    for k, v in a.items():
-        if not isinstance(k, str):
-            k = tracer.create_arg(k)
-            map_arg(k, _no_nodes_in_key)
-        out[k] = tracer.create_arg(v)
-    return out
+    lowered = tracer.create_arg(key)
+    map_arg(lowered, _no_nodes_in_key)
+    return lowered
+
+
+def _create_arg_dict(tracer: TracerBase, a: dict) -> dict:
+    return {_dict_key_arg(tracer, k): tracer.create_arg(v) for k, v in a.items()}
 
 
 def _create_arg_slow(tracer: TracerBase, a: Any) -> Argument:
@@ -469,13 +453,9 @@ class Proxy:
     """
 
     def __init__(self, node: Node, tracer: Optional[TracerBase] = None) -> None:
-        if tracer is None:
-            tracer = GraphAppendingTracer(node.graph)
-        self.tracer = tracer
+        # A bare Proxy(node) appends to the node's own graph.
+        self.tracer = GraphAppendingTracer(node.graph) if tracer is None else tracer
         self.node = node
-
-    def __repr__(self) -> str:
-        return f"Proxy({self.node.name})"
 
     def __getattr__(self, k: str) -> "Attribute":
         if k in ("node", "tracer"):
@@ -483,6 +463,9 @@ class Proxy:
             raise AttributeError(f"{type(self).__name__} has no {k!r} (was __init__ skipped?)")
         # Not recorded yet: a method call peepholes to call_method on the root.
         return Attribute(self, k)
+
+    def __repr__(self) -> str:
+        return f"Proxy({self.node.name})"
 
     def __getstate__(self) -> Dict[str, Any]:
         return self.__dict__
@@ -536,14 +519,12 @@ class Proxy:
             )
         )
 
+    # fmt: off
     @classmethod
-    def __torch_function__(
-        cls,
-        orig_method: Callable,
-        types: Tuple[type, ...],
-        args: Optional[Tuple[Any, ...]] = None,
-        kwargs: Optional[Dict[str, Any]] = None,
-    ) -> "Proxy":
+    def __torch_function__(cls, orig_method: Callable, types: Tuple[type, ...],
+                           args: Optional[tuple] = None,
+                           kwargs: Optional[dict] = None) -> "Proxy":
+        # fmt: on
         args = args if args else ()
         kwargs = kwargs if kwargs else {}
         found: list = []
@@ -656,23 +637,18 @@ def _inside_assert(frame: types.FrameType) -> bool:
 class MetaProxy(Proxy):
     """A Proxy that also computes ``node.meta["val"]`` with fake tensors as it goes."""
 
-    def __init__(
-        self, node: Node, tracer: Optional[TracerBase] = None, fake_mode: Any = None
-    ) -> None:
-        super().__init__(node, tracer)
+    fake_mode: Any
+
+    def __init__(self, node: Node, tracer: Optional[TracerBase] = None, fake_mode: Any = None):
+        Proxy.__init__(self, node, tracer)
         self.fake_mode = fake_mode
 
-    def __repr__(self) -> str:
-        return f"MetaProxy({self.node.name})"
-
+    # fmt: off
     @classmethod
-    def __torch_function__(
-        cls,
-        orig_method: Callable,
-        types: Tuple[type, ...],
-        args: Optional[Tuple[Any, ...]] = None,
-        kwargs: Optional[Dict[str, Any]] = None,
-    ) -> "MetaProxy":
+    def __torch_function__(cls, orig_method: Callable, types: Tuple[type, ...],
+                           args: Optional[tuple] = None,
+                           kwargs: Optional[dict] = None) -> "MetaProxy":
+        # fmt: on
         args = args if args else ()
         kwargs = kwargs if kwargs else {}
         first = next((a for a in args if isinstance(a, MetaProxy)), None)
@@ -683,6 +659,9 @@ class MetaProxy(Proxy):
             vals = [a.node.meta["val"] if isinstance(a, Proxy) else a for a in args]
             proxy.node.meta["val"] = orig_method(*vals, **kwargs)
         return MetaProxy(proxy.node, proxy.tracer, first.fake_mode)
+
+    def __repr__(self) -> str:
+        return f"MetaProxy({self.node.name})"
 
 
 class Attribute(Proxy):
@@ -712,37 +691,35 @@ class ParameterProxy(Proxy):
     ``numel()``, ``nelement()``) answer with the real parameter's values, so code that checks
     them keeps tracing (see ``Tracer(param_shapes_constant=True)``)."""
 
-    def __init__(
-        self, tracer: TracerBase, node: Node, name: str, param: torch.nn.Parameter
-    ) -> None:
-        super().__init__(node, tracer)
+    def __init__(self, tracer: TracerBase, node: Node, name: str, param: torch.nn.Parameter):
+        # Checked before anything is set, so a wrong call leaves no half-made proxy behind.
         if not isinstance(param, torch.nn.Parameter):
             raise TypeError(f"ParameterProxy needs an nn.Parameter, got {type(param).__name__}")
-        self.param = param
-        self.name = name
+        Proxy.__init__(self, node, tracer)
+        self.param, self.name = param, name
 
     def __repr__(self) -> str:
         return f"ParameterProxy({self.name})"
 
-    @property
-    def shape(self) -> torch.Size:
-        return self.param.shape
 
-    def size(self, dim: Optional[int] = None) -> Any:
-        return self.param.size() if dim is None else self.param.size(dim)
+def _answer_from_param(name: str, is_property: bool) -> Any:
+    """A ParameterProxy member that asks the real parameter instead of recording a node."""
+    if is_property:
+        return property(lambda self: getattr(self.param, name), doc=f"The parameter's {name}.")
 
-    def dim(self) -> int:
-        return self.param.dim()
+    def ask(self: ParameterProxy, *args: Any) -> Any:
+        return getattr(self.param, name)(*args)
 
-    @property
-    def ndim(self) -> int:
-        return self.param.ndim
+    ask.__name__ = ask.__qualname__ = name
+    return ask
 
-    def numel(self) -> int:
-        return self.param.numel()
 
-    def nelement(self) -> int:
-        return self.param.nelement()
+# name -> read as an attribute (True) or called (False)
+_PARAM_QUERIES = {"shape": True, "ndim": True, "size": False, "dim": False, "numel": False}
+_PARAM_QUERIES["nelement"] = False
+for _query, _is_prop in _PARAM_QUERIES.items():
+    setattr(ParameterProxy, _query, _answer_from_param(_query, _is_prop))
+del _query, _is_prop
 
 
 # --- operators ------------------------------------------------------------------------------

@@ -22,21 +22,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 if TYPE_CHECKING:
     from fxkit.node import Node
 
+# Provenance types, then the meta-preservation context managers, then the small setters.
 __all__ = [
-    "preserve_node_meta",
-    "has_preserved_node_meta",
-    "set_stack_trace",
-    "set_grad_fn_seq_nr",
-    "reset_grad_fn_seq_nr",
-    "format_stack",
-    "set_current_meta",
-    "get_current_meta",
-    "set_current_replay_node",
-    "get_current_replay_node",
-    "annotate",
-    "NodeSource",
-    "NodeSourceAction",
-]
+    "NodeSource", "NodeSourceAction",
+    "preserve_node_meta", "has_preserved_node_meta", "annotate",
+    "set_current_meta", "get_current_meta", "set_current_replay_node", "get_current_replay_node",
+    "set_stack_trace", "format_stack", "set_grad_fn_seq_nr", "reset_grad_fn_seq_nr",
+]  # fmt: skip
 
 _preserving: ContextVar[bool] = ContextVar("fxkit_preserve_node_meta", default=False)
 _current_meta: ContextVar[Optional[dict]] = ContextVar("fxkit_current_meta", default=None)
@@ -99,17 +91,10 @@ class NodeSource:
             self.from_node = []
         self._dict: Optional[dict] = None
 
-    @property
-    def name(self) -> str:
-        return self.node_info.name if self.node_info else ""
-
-    @property
-    def target(self) -> str:
-        return self.node_info.target if self.node_info else ""
-
-    @property
-    def graph_id(self) -> int:
-        return self.node_info.graph_id if self.node_info else -1
+    # ``name``, ``target`` and ``graph_id`` read through to node_info; see below the class.
+    name: str
+    target: str
+    graph_id: int
 
     def _action_text(self) -> str:
         return "+".join(a.name.lower() for a in self.action)
@@ -144,21 +129,24 @@ class NodeSource:
 
     @classmethod
     def _from_dict(cls, d: Optional[dict]) -> Optional["NodeSource"]:
-        if d is None:
-            return None
-        if not isinstance(d, dict):
+        if d is not None and not isinstance(d, dict):
             raise TypeError(f"expected a dict, got {type(d).__name__}")
-        src = cls.__new__(cls)
-        src._dict = None
-        src.pass_name = d.get("pass_name", "")
-        by_name = {a.name: a for a in NodeSourceAction}
-        src.action = [by_name[p.upper()] for p in d.get("action", "").split("+") if p]
-        if all(k in d for k in ("name", "target", "graph_id")):
-            src.node_info = cls.NodeInfo(d["name"], d["target"], d["graph_id"])
-        else:
-            src.node_info = None
-        src.from_node = [s for s in map(cls._from_dict, d.get("from_node") or []) if s]
-        return src
+        return None if d is None else cls._rebuild(d)
+
+    @classmethod
+    def _rebuild(cls, d: dict) -> "NodeSource":
+        # Bypasses __init__: there is no live node to read, only its recorded facts.
+        info_keys = ("name", "target", "graph_id")
+        has_info = all(k in d for k in info_keys)
+        out = cls.__new__(cls)
+        out.__dict__.update(
+            _dict=None,
+            pass_name=d.get("pass_name", ""),
+            action=[NodeSourceAction[p.upper()] for p in d.get("action", "").split("+") if p],
+            node_info=cls.NodeInfo(*(d[k] for k in info_keys)) if has_info else None,
+            from_node=[s for s in map(cls._from_dict, d.get("from_node") or []) if s],
+        )
+        return out
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NodeSource) and self.to_dict() == other.to_dict()
@@ -172,6 +160,19 @@ class NodeSource:
             return obj
 
         return hash(freeze(self.to_dict()))
+
+
+def _through_node_info(field: str, when_missing: Any) -> property:
+    def read(self: NodeSource) -> Any:
+        info = self.node_info
+        return when_missing if info is None else getattr(info, field)
+
+    return property(read, doc=f"The source node's {field} ({when_missing!r} when unknown).")
+
+
+for _field, _fallback in (("name", ""), ("target", ""), ("graph_id", -1)):
+    setattr(NodeSource, _field, _through_node_info(_field, _fallback))
+del _field, _fallback
 
 
 @contextmanager

@@ -1,0 +1,339 @@
+"""``fxkit.explain(m, *example_inputs)``: why does tracing fail, everywhere at once?
+
+A plain :func:`~fxkit.symbolic_trace` stops at the first construct it cannot follow.
+:func:`explain` keeps going, so one report lists every site:
+
+* it traces with fake example values alongside the proxies (shape-aware tracing), so it can
+  tell *shape-dependent* code (fixed by passing ``example_inputs``) from *data-dependent*
+  code (needs :func:`~fxkit.wrap` or a leaf module) and from control flow on a non-tensor
+  input (fixed by ``concrete_args``);
+* when ``bool()`` of a traced value cannot be decided it records the site and guesses
+  ``True`` to continue;
+* when a submodule's body raises anything else, it records the site and makes that
+  submodule a leaf (as ``symbolic_trace(on_error="leaf")`` does), then carries on.
+
+The report's graph is a best effort: where it guessed, it may take a branch eager code would
+not. Check ``report.exact`` before using it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import linecache
+import sys
+import traceback
+import types
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+
+import torch
+
+from fxkit._shape_trace import ShapeAwareTracer
+from fxkit._symbolic_trace import Tracer
+from fxkit.graph_module import GraphModule
+from fxkit.node import Node
+from fxkit.proxy import Proxy, TraceError, _inputs_behind, _is_internal, _user_frame
+
+__all__ = ["explain", "ExplainReport", "TraceFailure", "explain_main"]
+
+_FIXES = {
+    "input-value": "pass the value as a constant: symbolic_trace(m, concrete_args={{{names}}})",
+    "shape-dependent": "trace with example inputs: symbolic_trace(m, example_inputs=(...)) "
+    "(shape-aware tracing answers it and records a guard)",
+    "data-dependent": "keep it out of the graph: fxkit.wrap() the function that computes it, "
+    "or make {module} a leaf module (override Tracer.is_leaf_module, or "
+    'symbolic_trace(m, on_error="leaf"))',
+    "unknown": "pass example inputs to explain() to learn whether shapes decide it; otherwise "
+    "concrete_args, fxkit.wrap or a leaf module",
+    "unsupported-call": "fxkit.wrap() the function called there, or make {module} a leaf module "
+    '(symbolic_trace(m, on_error="leaf") does that automatically)',
+}
+
+
+class TraceFailure(NamedTuple):
+    """One place where plain symbolic tracing cannot continue."""
+
+    where: str  # "file:line" in user code
+    source: str  # that line's text
+    module: str  # qualified name of the submodule being traced ("" for the root)
+    construct: str  # "bool (if/while/and/or/not)", "len()", "iteration", "int()", "call", ...
+    kind: str  # input-value | shape-dependent | data-dependent | unknown | unsupported-call
+    value: str  # what the value was, or the error
+    fix: str
+    outcome: str  # how explain went on: "answered from example inputs", "guessed True", ...
+
+    def __str__(self) -> str:
+        mod = f" [in {self.module}]" if self.module else " [in the root module]"
+        lines = [f"{self.where}{mod}: {self.construct} — {self.kind}"]
+        if self.source:
+            lines.append(f"    {self.source}")
+        lines += [f"    value: {self.value}", f"    fix: {self.fix}", f"    ({self.outcome})"]
+        return "\n".join(lines)
+
+
+class ExplainReport:
+    """The result of :func:`explain`: ``failures`` (every site, in trace order), the
+    best-effort ``graph_module`` (``None`` if the root itself could not be traced),
+    ``leaf_modules`` (qualified names made leaves), ``plain_ok`` (plain
+    ``symbolic_trace`` would have worked), ``shape_aware_ok`` (shape-aware tracing with the
+    example inputs works; ``None`` without inputs) and ``exact`` (no guessed branch)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures: List[TraceFailure] = []
+        self.graph_module: Optional[GraphModule] = None
+        self.leaf_modules: List[str] = []
+        self.plain_ok = False
+        # Whether symbolic_trace(m, example_inputs=...) traces it (None: not tried), and
+        # how many guards that needed.
+        self.shape_aware_ok: Optional[bool] = None
+        self.shape_aware_guards = 0
+        self.exact = True
+        self.fatal: Optional[BaseException] = None
+
+    @property
+    def ok(self) -> bool:
+        """Nothing stands in the way of plain ``symbolic_trace``."""
+        return self.plain_ok and not self.failures
+
+    def __len__(self) -> int:
+        return len(self.failures)
+
+    def __iter__(self) -> Any:
+        return iter(self.failures)
+
+    def __repr__(self) -> str:
+        return f"<ExplainReport {self.name}: {len(self.failures)} failure site(s)>"
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.name}: symbolic_trace works as is; nothing to explain."
+        head = f"{self.name}: {len(self.failures)} site(s) stop plain symbolic_trace"
+        if self.plain_ok:
+            head = f"{self.name}: plain symbolic_trace works; notes on what it specialised"
+        parts = [head + ":"]
+        for i, f in enumerate(self.failures, 1):
+            parts.append(f"\n{i}. {f}")
+        if self.leaf_modules:
+            parts.append("\nmade leaves to continue: " + ", ".join(self.leaf_modules))
+        if self.shape_aware_ok:
+            parts.append(
+                "\nall of the above at once: symbolic_trace(m, example_inputs=...) traces this "
+                f"(shape-aware, {self.shape_aware_guards} guard(s))"
+            )
+        elif self.shape_aware_ok is False:
+            parts.append("\nsymbolic_trace(m, example_inputs=...) does not trace this either")
+        if self.fatal is not None:
+            parts.append(f"\nstopped: the root's own code failed ({type(self.fatal).__name__})")
+        elif self.graph_module is not None:
+            n = len(self.graph_module.graph.nodes)
+            note = "exact" if self.exact else "approximate (guessed branches)"
+            parts.append(f"\nbest-effort graph: {n} nodes, {note}")
+        return "\n".join(parts)
+
+
+def _source_line(where: str) -> str:
+    path, _, line = where.rpartition(":")
+    return linecache.getline(path, int(line)).strip() if line.isdigit() else ""
+
+
+def _frame_where(frame: Optional[types.FrameType]) -> str:
+    f = _user_frame(frame)
+    return f"{f.f_code.co_filename}:{f.f_lineno}" if f is not None else "<unknown>"
+
+
+def _error_where(e: BaseException) -> str:
+    found = "<unknown>"
+    for fs in traceback.extract_tb(e.__traceback__):
+        if not _is_internal(fs.filename):
+            found = f"{fs.filename}:{fs.lineno}"
+    return found
+
+
+_CONSTRUCTS = {
+    "bool": "bool (if/while/and/or/not/assert)",
+    "len": "len()",
+    "iter": "iteration / * unpacking",
+    "int": "int()",
+    "float": "float()",
+    "index": "use as an index (range(), list repeat)",
+}
+
+
+class _ExplainTracer(ShapeAwareTracer):
+    """Shape-aware tracer that records every failure instead of stopping at the first."""
+
+    def __init__(self, report: ExplainReport, example_inputs: Any, **kw: Any) -> None:
+        super().__init__(example_inputs, on_error="leaf", **kw)
+        self.report = report
+        self._has_examples = example_inputs is not None
+
+    def _classify(self, node: Node) -> str:
+        if not self._has_examples:
+            return "unknown"
+        if "val" not in node.meta:
+            return "data-dependent" if "val_error" in node.meta else "unknown"
+        inputs = set(_inputs_behind(node))
+        for ph in self.graph.find_nodes(op="placeholder"):
+            if ph.name in inputs and not isinstance(ph.meta.get("val"), torch.Tensor):
+                return "input-value"
+        return "shape-dependent"
+
+    def _record(self, node: Node, construct: str, kind: str, where: str, outcome: str) -> None:
+        names = ", ".join(f"{n!r}: ..." for n in _inputs_behind(node)) or "..."
+        module = self.scope.module_path
+        where_to = repr(module) if module else "a submodule holding that code"
+        fix = _FIXES[kind].format(names=names, module=where_to)
+        value = f"{node.name} = {_short(node)}"
+        self.report.failures.append(
+            TraceFailure(
+                where,
+                _source_line(where),
+                module,
+                _CONSTRUCTS.get(construct, construct),
+                kind,
+                value,
+                fix,
+                outcome,
+            )  # fmt: skip
+        )
+
+    def _concrete(self, proxy: Proxy, construct: str, how: Any, frame: Any) -> Any:
+        node = proxy.node
+        try:
+            answer = super()._concrete(proxy, construct, how, frame)
+        except TraceError as e:
+            kind = "data-dependent" if isinstance(e.__cause__, Exception) else self._classify(node)
+            if construct == "bool":
+                self._record(node, construct, kind, _frame_where(frame), "guessed True to go on")
+                self.report.exact = False
+                return True
+            self._record(node, construct, kind, _frame_where(frame), "cannot go on here")
+            e._fxkit_recorded = True  # type: ignore[attr-defined]
+            raise
+        kind = self._classify(node)
+        self._record(node, construct, kind, _frame_where(frame), f"answered {answer!r}")
+        return answer
+
+    def _should_fall_back(self, m: torch.nn.Module, qualname: str, error: Exception) -> bool:
+        if not getattr(error, "_fxkit_recorded", False):
+            where = _error_where(error)
+            msg = str(error).strip().splitlines()
+            self.report.failures.append(
+                TraceFailure(
+                    where, _source_line(where), qualname, "call",
+                    "unsupported-call", f"{type(error).__name__}: {msg[0] if msg else ''}",
+                    _FIXES["unsupported-call"].format(module=repr(qualname)),
+                    f"made {qualname!r} a leaf",
+                )
+            )  # fmt: skip
+        else:
+            last = self.report.failures[-1]
+            self.report.failures[-1] = last._replace(outcome=f"made {qualname!r} a leaf")
+        return True
+
+
+def _short(node: Node) -> str:
+    text = node.format_node()
+    text = text.split(" = ", 1)[-1].strip()
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def explain(
+    m: Any, *example_inputs: Any, concrete_args: Optional[Dict[str, Any]] = None
+) -> ExplainReport:
+    """Trace ``m`` (a module or function) as far as possible; report every failure site.
+
+    ``example_inputs`` are ``forward``'s positional inputs; with them the report can say
+    whether a site depends on shapes, on tensor data or on a non-tensor input. See the
+    module docstring for how tracing continues past each site.
+    """
+    if not isinstance(m, torch.nn.Module) and not isinstance(m, types.FunctionType):
+        raise TypeError(
+            f"explain() needs an nn.Module or a Python function, got {type(m).__name__}"
+        )
+    if concrete_args is not None and not isinstance(concrete_args, dict):
+        raise TypeError(f"concrete_args must be a dict, got {type(concrete_args).__name__}")
+    name = type(m).__name__ if isinstance(m, torch.nn.Module) else m.__name__
+    report = ExplainReport(name)
+    try:
+        Tracer().trace(m, concrete_args)
+        report.plain_ok = True
+    except Exception:  # noqa: BLE001  (the detailed pass below says what went wrong)
+        report.plain_ok = False
+    if example_inputs:
+        probe = ShapeAwareTracer(example_inputs)
+        try:
+            probe.trace(m, concrete_args)
+            report.shape_aware_ok, report.shape_aware_guards = True, len(probe.guards)
+        except Exception:  # noqa: BLE001
+            report.shape_aware_ok = False
+    # jit_tracing stays off here: the sites listed are the ones plain symbolic_trace meets.
+    tracer = _ExplainTracer(
+        report, example_inputs or None, specialize_defaults=bool(example_inputs), jit_tracing=False
+    )
+    try:
+        graph = tracer.trace(m, concrete_args)
+    except Exception as e:  # noqa: BLE001
+        report.fatal = e
+        if getattr(e, "_fxkit_recorded", False):
+            report.failures[-1] = report.failures[-1]._replace(outcome="tracing stopped")
+        else:
+            where = _error_where(e)
+            msg = str(e).strip().splitlines()
+            report.failures.append(
+                TraceFailure(where, _source_line(where), "", "call", "unsupported-call",
+                             f"{type(e).__name__}: {msg[0] if msg else ''}",
+                             "fxkit.wrap() the function called there, or pass the value that "
+                             "decides it through concrete_args", "tracing stopped")
+            )  # fmt: skip
+        return report
+    report.leaf_modules = [f.qualname for f in tracer.leaf_fallbacks]
+    report.graph_module = GraphModule(tracer.root, graph, name)
+    if report.plain_ok:
+        # Sites answered from example values only matter when plain tracing fails.
+        report.failures = [f for f in report.failures if not f.outcome.startswith("answered")]
+    return report
+
+
+def _load(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected module.path:ClassName, got {target!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def explain_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``fxkit explain module.path:ClassName --input-shape 2,3 [--input-shape ...]``.
+
+    Builds the module with no arguments (a class) or uses it as is (an instance/function),
+    makes random float inputs of the given shapes, prints the report. Exit status 0 when
+    plain tracing works, 1 when it does not, 2 on bad arguments.
+    """
+    parser = argparse.ArgumentParser(prog="fxkit explain", description=explain_main.__doc__)
+    parser.add_argument("target", help="module.path:ClassName (or :function)")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="D0,D1,...",
+                        help="shape of one positional input (repeat for more)")  # fmt: skip
+    parser.add_argument("--dtype", default="float32", help="dtype of the inputs")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        obj = _load(args.target)
+        shapes = [tuple(int(d) for d in s.split(",") if d.strip()) for s in args.input_shape]
+        dtype = getattr(torch, args.dtype)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {args.dtype!r}")
+    except (ImportError, AttributeError, ValueError) as e:
+        print(f"fxkit explain: {e}", file=sys.stderr)
+        return 2
+    if isinstance(obj, type):
+        obj = obj()
+    inputs = [
+        torch.randn(s, dtype=dtype) if dtype.is_floating_point else torch.zeros(s, dtype=dtype)
+        for s in shapes
+    ]
+    report = explain(obj, *inputs)
+    print(report)
+    return 0 if report.plain_ok else 1

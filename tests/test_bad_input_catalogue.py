@@ -1,0 +1,209 @@
+"""Every public entry point, given bad input, raises one clear exception that names the
+offending argument, and leaves the graph / module / process state as it was."""
+
+from __future__ import annotations
+
+import operator
+import pickle
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import fxkit
+from fxkit._explain import explain
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.relu(self.lin(x)) + 1
+
+
+def _gm() -> fxkit.GraphModule:
+    return fxkit.symbolic_trace(Small())
+
+
+def _state(gm: fxkit.GraphModule) -> tuple:
+    return str(gm.graph), gm.code, sorted(dict(gm.named_parameters()))
+
+
+def _unchanged(gm: fxkit.GraphModule, before: tuple) -> None:
+    assert _state(gm) == before
+    gm.graph.lint()
+
+
+# --- tracing entry points -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("root", "kwargs", "exc", "words"),
+    [
+        (None, {}, TypeError, "nn.Module or a Python function"),
+        (42, {}, TypeError, "int"),
+        ("forward", {}, TypeError, "str"),
+        (Small(), {"concrete_args": [1]}, TypeError, "concrete_args"),
+        (Small(), {"concrete_args": {"nope": 1}}, TypeError, "nope"),
+        (Small(), {"on_error": "skip"}, ValueError, "on_error"),
+        (Small(), {"example_inputs": torch.ones(1)}, TypeError, "example_inputs"),
+        (Small(), {"meta_args": (torch.ones(1),)}, TypeError, "meta_args"),
+        (Small(), {"example_inputs": {"y": torch.ones(1)}}, TypeError, "'y'"),
+    ],
+)
+def test_symbolic_trace_rejects(root, kwargs, exc, words) -> None:
+    with pytest.raises(exc, match=words):
+        fxkit.symbolic_trace(root, **kwargs)
+
+
+def test_failed_traces_leave_module_and_patches_alone() -> None:
+    m = Small()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    attrs = set(vars(m))
+    call, getattr_ = nn.Module.__call__, nn.Module.__getattr__
+    for kwargs in ({"concrete_args": {"nope": 1}}, {"example_inputs": {"y": torch.ones(1)}}):
+        with pytest.raises(TypeError):
+            fxkit.symbolic_trace(m, **kwargs)
+    assert set(vars(m)) == attrs
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    assert nn.Module.__call__ is call and nn.Module.__getattr__ is getattr_
+    assert torch.jit.is_tracing() is False and not fxkit._symbolic_trace.is_fx_tracing()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "words"),
+    [
+        ({"autowrap_modules": (len,)}, TypeError, "autowrap_modules"),
+        ({"autowrap_functions": (1,)}, TypeError, "autowrap_functions"),
+        ({"on_error": 3}, ValueError, "on_error"),
+    ],
+)
+def test_tracer_ctor_rejects(kwargs, exc, words) -> None:
+    with pytest.raises(exc, match=words):
+        fxkit.Tracer(**kwargs)
+
+
+def test_tracer_trace_rejects_non_modules() -> None:
+    tracer = fxkit.Tracer()
+    for bad in (None, 3, [nn.Linear(1, 1)], Small().forward):
+        with pytest.raises(TypeError, match="nn.Module or a Python function"):
+            tracer.trace(bad)
+
+
+def test_wrap_rejects() -> None:
+    with pytest.raises(TypeError, match="callable or string"):
+        fxkit.wrap(3)
+    with pytest.raises(NotImplementedError, match="top level of a module"):
+        fxkit.wrap("len")  # called inside a function, not at module scope
+
+
+def test_explain_rejects() -> None:
+    for bad in (None, "Small", 1.5):
+        with pytest.raises(TypeError, match="explain"):
+            explain(bad)
+
+
+# --- Graph / Node edits ---------------------------------------------------------------------
+
+
+def test_graph_methods_reject_bad_arguments_and_change_nothing() -> None:
+    gm = _gm()
+    g = gm.graph
+    before = _state(gm)
+    relu = next(n for n in g.nodes if n.target is torch.relu)
+    other = _gm().graph
+    foreign = next(iter(other.nodes))
+    cases = [
+        (lambda: g.erase_node("relu"), TypeError),
+        (lambda: g.erase_node(foreign), ValueError),
+        (lambda: g.erase_node(relu), RuntimeError),  # still used
+        (lambda: g.create_node("not_an_op", torch.relu), ValueError),
+        (lambda: g.call_function(torch.relu, args=(foreign,)), ValueError),
+        (lambda: g.inserting_before(foreign).__enter__(), ValueError),
+    ]
+    for fn, exc in cases:
+        with pytest.raises(exc):
+            fn()
+        _unchanged(gm, before)
+
+
+def test_node_edits_reject_cycles_foreign_nodes_and_bad_indices() -> None:
+    gm = _gm()
+    g = gm.graph
+    before = _state(gm)
+    nodes = list(g.nodes)
+    x, lin, relu, add = nodes[0], nodes[1], nodes[2], nodes[3]
+    foreign = list(_gm().graph.nodes)[1]
+    cases = [
+        (lambda: lin.replace_all_uses_with("x"), TypeError),
+        (lambda: lin.replace_all_uses_with(foreign), ValueError),
+        (lambda: relu.update_arg(5, x), IndexError),
+        (lambda: relu.update_arg(0, foreign), ValueError),
+        (lambda: lin.update_arg(0, add), ValueError),  # add depends on lin: a cycle
+        (lambda: relu.replace_input_with(lin, foreign), ValueError),
+    ]
+    for fn, exc in cases:
+        with pytest.raises(exc):
+            fn()
+        _unchanged(gm, before)
+    x2 = torch.randn(2, 3)
+    torch.testing.assert_close(gm(x2), torch.relu(gm.lin(x2)) + 1)
+
+
+def test_unpicklable_meta_fails_clearly_and_keeps_the_module() -> None:
+    gm = _gm()
+    before = _state(gm)
+    node = next(n for n in gm.graph.nodes if n.op == "call_function")
+    node.meta["lock"] = threading.Lock()
+    with pytest.raises(TypeError, match="lock"):
+        pickle.dumps(gm)
+    del node.meta["lock"]
+    _unchanged(gm, before)
+    assert pickle.loads(pickle.dumps(gm)).code == gm.code
+
+
+# --- GraphModule / Interpreter / replace_pattern --------------------------------------------
+
+
+def test_graph_module_ctor_rejects() -> None:
+    g = _gm().graph
+    with pytest.raises(TypeError):
+        fxkit.GraphModule(None, g)
+    with pytest.raises(TypeError):
+        fxkit.GraphModule(Small(), "graph")
+    with pytest.raises((AttributeError, RuntimeError, KeyError)):
+        fxkit.GraphModule(nn.Module(), g)  # root lacks the `lin` the graph calls
+
+
+def test_interpreter_rejects() -> None:
+    gm = _gm()
+    before = _state(gm)
+    with pytest.raises(TypeError):
+        fxkit.Interpreter("gm")
+    with pytest.raises(RuntimeError):
+        fxkit.Interpreter(gm).run()  # missing the input
+    # (Extra positional inputs are ignored, as in torch.fx; not an error.)
+    _unchanged(gm, before)
+
+
+def test_replace_pattern_rejects_and_keeps_graph() -> None:
+    gm = _gm()
+    before = _state(gm)
+
+    def pattern(x):
+        return torch.relu(x)
+
+    with pytest.raises(TypeError):
+        fxkit.replace_pattern(gm, pattern, 3)
+    with pytest.raises(TypeError):
+        fxkit.replace_pattern("gm", pattern, pattern)
+    _unchanged(gm, before)
+
+    def replacement(x):
+        return operator.mul(x, 2)
+
+    assert len(fxkit.replace_pattern(gm, pattern, replacement)) == 1
+    gm.graph.lint()
