@@ -19,6 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider

@@ -162,6 +162,6 @@ def generate(
     src = header + "\n" + "".join("    " + ln for ln in body)
     lineno_map: Dict[int, Optional[int]] = {}
     first = prologue_lines + 1
-    for offset, index in enumerate(line_nodes):
-        lineno_map[first + offset] = index
+    for offset, node_index in enumerate(line_nodes):
+        lineno_map[first + offset] = node_index
     return PythonCode(src, em.globals.values, lineno_map, names[: len(nodes)])

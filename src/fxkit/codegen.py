@@ -169,8 +169,9 @@ class _Emitter:
         return ref
 
     def _callable_ref(self, fn: Any) -> str:
-        if getattr(builtins, getattr(fn, "__name__", ""), None) is fn:
-            return fn.__name__
+        short = getattr(fn, "__name__", "")
+        if short and getattr(builtins, short, None) is fn:
+            return str(short)
         path = _importable_path(fn)
         if path is not None:
             root, _, rest = path.partition(".")
@@ -215,9 +216,10 @@ class _Emitter:
         if isinstance(a, enum.Enum):
             return f"{self.globals.name_for(t, t.__name__)}.{a.name}"
         if isinstance(a, type):
-            if a.__module__ == "builtins" and getattr(builtins, a.__name__, None) is a:
-                return a.__name__
-            return self.globals.name_for(a, a.__name__)
+            cls_name: str = a.__name__
+            if a.__module__ == "builtins" and getattr(builtins, cls_name, None) is a:
+                return cls_name
+            return self.globals.name_for(a, cls_name)
         if callable(a) and not isinstance(a, torch.nn.Module):
             return self.callable_ref(a)
         return self.globals.name_for(a, f"_{type(a).__name__.lower()}_constant")
@@ -227,8 +229,9 @@ class _Emitter:
         if t is None:
             return None
         if isinstance(t, type):
-            if t.__module__ == "builtins" and getattr(builtins, t.__name__, None) is t:
-                return t.__name__
+            type_name: str = t.__name__
+            if t.__module__ == "builtins" and getattr(builtins, type_name, None) is t:
+                return type_name
             path = _importable_path(t)
             if path is not None and path.split(".")[0] == "torch":
                 return path

@@ -514,9 +514,9 @@ class Graph:
         fresh = Graph(tracer_cls=self._tracer_cls, tracer_extras=self._tracer_extras)
         memo[id(self)] = fresh
         fresh._codegen = copy.deepcopy(self._codegen, memo)
-        copied = fresh.graph_copy(self, {}, return_output_node=True)
+        copied: Any = fresh.graph_copy(self, {}, return_output_node=True)
         if copied is not None:
-            value, old_output = copied  # type: ignore[misc]
+            value, old_output = copied
             out = fresh.output(value, type_expr=old_output.type)
             out.meta = copy.copy(old_output.meta)
         return fresh

@@ -77,7 +77,7 @@ def _copy_attr(from_module: torch.nn.Module, to_module: torch.nn.Module, target:
 
 def _assign_attr(from_obj: Any, to_module: torch.nn.Module, target: str) -> None:
     """Store ``from_obj`` at dotted ``target`` on ``to_module``; plain tensors become buffers."""
-    parent = _walk_to_parent(to_module, target, create=True)
+    parent: Any = _walk_to_parent(to_module, target, create=True)
     leaf = target.rsplit(".", 1)[-1]
     if isinstance(from_obj, torch.Tensor) and not isinstance(from_obj, torch.nn.Parameter):
         parent.register_buffer(leaf, from_obj)
@@ -282,7 +282,7 @@ class GraphModule(torch.nn.Module):
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "GraphModule":
         base = _user_class(type(self))
-        res = base.__new__(base)
+        res = base.__new__(base)  # type: ignore[call-overload]
         memo[id(self)] = res
         torch.nn.Module.__init__(res)
         state = {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
@@ -336,7 +336,7 @@ def _user_class(cls: type) -> type:
 def _rebuild_graph_module(
     base: type, class_name: str, state: Dict[str, Any], graph: Graph
 ) -> GraphModule:
-    gm = base.__new__(base)
+    gm = base.__new__(base)  # type: ignore[call-overload]
     gm.__dict__.update(state)
     type(gm).__name__ = class_name
     gm.graph = graph

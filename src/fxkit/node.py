@@ -286,16 +286,16 @@ class Node:
             if inp.graph is not graph or inp._erased:
                 self.name = name
                 self._refuse_input(inp, graph)
-        self.graph = graph
+        self.graph: Graph = graph
         self.name = name
         self.op = op
-        self._target = target
+        self._target: Any = target
         self.users: Dict[Node, None] = {}
         if return_type is not None:
             self.type = return_type
         self._meta: Optional[Dict[str, Any]] = None
         self._prev = self._next = self
-        self._order: Optional[int] = None
+        self._order: Any = None  # a float once linked; None while unlinked
         self._args = frozen_args
         self._kwargs = frozen_kwargs
         inputs = _inputs_tuple(found, frozen_args)

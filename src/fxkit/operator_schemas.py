@@ -43,8 +43,8 @@ def _schema_type(text: str) -> Any:
     optional = text.endswith("?")
     text = text.rstrip("?")
     if text.endswith("[]") or "[" in text:
-        inner = _SCHEMA_TYPES.get(text.split("[")[0], Any)
-        hint: Any = typing.List[inner]
+        inner: Any = _SCHEMA_TYPES.get(text.split("[")[0], Any)
+        hint: Any = typing.List[inner]  # type: ignore[valid-type]
     else:
         hint = _SCHEMA_TYPES.get(text, Any)
     return typing.Optional[hint] if optional else hint
@@ -55,7 +55,7 @@ def _schema_to_signature(schema: Any) -> inspect.Signature:
     seen_kw_only = False
     for arg in schema.arguments:
         name = "input" if arg.name == "self" else arg.name
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        kind: Any = inspect.Parameter.POSITIONAL_OR_KEYWORD
         if arg.kwarg_only or seen_kw_only:
             kind = inspect.Parameter.KEYWORD_ONLY
             seen_kw_only = True
