@@ -145,14 +145,10 @@ def _normalize(
         return None
     bound = sig.bind(*args, **kwargs)
     bound.apply_defaults()
-    new_args: List[Any] = []
-    new_kwargs: Dict[str, Any] = {}
-    for i, name in enumerate(sig.parameters):
-        if not only_kwargs and i < len(args):
-            new_args.append(bound.arguments[name])
-        else:
-            new_kwargs[name] = bound.arguments[name]
-    return ArgsKwargsPair(tuple(new_args), new_kwargs)
+    values = [(name, bound.arguments[name]) for name in sig.parameters]
+    # Keep as many leading parameters positional as the caller passed positionally.
+    split = 0 if only_kwargs else len(args)
+    return ArgsKwargsPair(tuple(v for _, v in values[:split]), dict(values[split:]))
 
 
 def normalize_function(
