@@ -114,9 +114,9 @@ def test_values_are_freed_after_last_use():
     g.output(c)
     code = g.python_code("self").src
     lines = [ln.strip() for ln in code.splitlines()]
-    assert "neg = torch.neg(relu);  relu = None" in lines
-    assert "tanh = torch.tanh(x);  tanh = None" in lines
-    assert "add = neg + x;  neg = x = None" in lines
+    assert "neg = torch.neg(relu);  del relu" in lines
+    assert "tanh = torch.tanh(x);  del tanh" in lines
+    assert "add = neg + x;  del neg, x" in lines
 
 
 def test_type_annotations_and_defaults():
