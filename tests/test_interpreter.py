@@ -593,3 +593,32 @@ def test_transformer_decomposition_through_proxies():
     assert not any(n.target is torch.relu for n in new.graph.nodes)
     x = torch.randn(4, 3)
     torch.testing.assert_close(new(x), gm(x))
+
+
+class _Shadowed(torch.nn.Module):
+    # A class attribute shadows the registered submodule of the same name for plain
+    # attribute access; the interpreter must resolve targets exactly as getattr does.
+    blocked = torch.nn.Identity()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = torch.nn.Module()
+        self.inner.neg = torch.nn.Identity()
+        self.blocked = torch.nn.ReLU()  # registered in _modules, hidden by the class attr
+
+
+@pytest.mark.parametrize("fx", [fxkit, tfx], ids=["fxkit", "torch.fx"])
+def test_module_targets_resolve_like_getattr(fx):
+    root = _Shadowed()
+    g = fx.Graph()
+    x = g.placeholder("x")
+    g.output((g.call_module("blocked", (x,)), g.call_module("inner.neg", (x,))))
+    gm = fx.GraphModule(root, g)
+    interp = (Interpreter if fx is fxkit else tfx.Interpreter)(gm)
+    interp.module = root  # resolve against the shadowing module itself
+    x_val = torch.tensor([-1.0, 2.0])
+    blocked, neg = interp.run(x_val)
+    assert torch.equal(blocked, x_val)  # the class attribute (Identity), not the ReLU
+    assert torch.equal(neg, x_val)
+    root.inner.neg = torch.nn.ReLU()  # a replaced submodule is seen on the next run
+    assert torch.equal(interp.run(x_val)[1], torch.relu(x_val))

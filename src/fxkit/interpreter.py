@@ -81,6 +81,23 @@ def _load_args(args: Tuple[Any, ...], env: Dict[Node, Any]) -> Tuple[Any, ...]:
     return tuple(out)
 
 
+_MODULE_GETATTR = torch.nn.Module.__getattr__
+
+
+def _registered_child(obj: Any, name: str) -> Any:
+    """``getattr(obj, name)`` for a registered submodule, without going through
+    ``nn.Module.__getattr__`` (the slow part of resolving ``layers.0.conv``). None when the
+    plain lookup could answer differently: a class attribute or instance attribute of that
+    name comes first, and so does an overridden ``__getattr__``."""
+    cls = type(obj)
+    if not isinstance(obj, torch.nn.Module) or cls.__getattr__ is not _MODULE_GETATTR:
+        return None
+    if hasattr(cls, name) or name in obj.__dict__:
+        return None
+    modules = obj.__dict__.get("_modules")
+    return None if modules is None else modules.get(name)
+
+
 def _missing_value_error(node: Node, missing: Node) -> RuntimeError:
     return RuntimeError(
         f"Node {node.name} referenced nonexistent value {missing.name}! It has not been "
@@ -252,26 +269,29 @@ class Interpreter:
             raise TypeError(f"boxed_run expects a list of inputs, got {type(args_list).__name__}")
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
         if len(args_list) != len(placeholders):
-            detail = (
-                "extra arguments" if len(args_list) > len(placeholders) else "missing arguments"
-            )
-            raise RuntimeError(
-                f"Interpreter.boxed_run expected {len(placeholders)} arguments for placeholders "
-                f"but received {len(args_list)} ({detail})"
-            )
+            raise RuntimeError(_boxed_arity_message(len(placeholders), len(args_list)))
+        # Move the inputs into the env: once the caller's list is empty, a value dies as soon
+        # as its last reader has run.
         env = dict(zip(placeholders, args_list))
-        args_list.clear()
+        del args_list[:]
         return self.run(initial_env=env)
 
     def run_node(self, n: Node) -> Any:
         """Run node ``n``: fetch its argument values and dispatch on ``n.op``."""
-        with fx_traceback.set_current_meta(n, f"Interpreter_{type(self).__name__}"):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
-            if not isinstance(args, tuple):
-                raise TypeError(f"expected args to be a tuple, got {type(args).__name__}")
-            if not isinstance(kwargs, dict):
-                raise TypeError(f"expected kwargs to be a dict, got {type(kwargs).__name__}")
-            return getattr(self, n.op)(n.target, args, kwargs)
+        if fx_traceback.has_preserved_node_meta():
+            with fx_traceback.set_current_meta(n, f"Interpreter_{type(self).__name__}"):
+                return self._dispatch(n)
+        # Without meta preservation the context above does nothing; skipping it matters to
+        # subclasses that wrap run_node (ShapeProp), which cannot take run()'s inline loop.
+        return self._dispatch(n)
+
+    def _dispatch(self, n: Node) -> Any:
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if not isinstance(args, tuple):
+            raise TypeError(f"expected args to be a tuple, got {type(args).__name__}")
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"expected kwargs to be a dict, got {type(kwargs).__name__}")
+        return getattr(self, n.op)(n.target, args, kwargs)
 
     # --- one method per opcode ---------------------------------------------------------------
 
@@ -335,6 +355,10 @@ class Interpreter:
         obj: Any = self.module
         atoms = target.split(".")
         for i, atom in enumerate(atoms):
+            child = _registered_child(obj, atom)
+            if child is not None:
+                obj = child
+                continue
             try:
                 obj = getattr(obj, atom)
             except AttributeError:
@@ -345,6 +369,16 @@ class Interpreter:
 
     def fetch_args_kwargs_from_env(self, n: Node) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         """``n``'s args and kwargs with every node replaced by its value from :attr:`env`."""
+        if (
+            not n._kwargs
+            and type(self).map_nodes_to_values is Interpreter.map_nodes_to_values
+            and all(type(a) is Node or type(a) in _ATOMS for a in n._args)
+        ):
+            # Flat arguments: no containers to rebuild, so the env lookups are all there is.
+            try:
+                return _load_args(n._args, self.env), {}
+            except _MissingValue as missing:
+                raise _missing_value_error(n, missing.node) from None
         args = self.map_nodes_to_values(n.args, n)
         kwargs = self.map_nodes_to_values(n.kwargs, n)
         if not isinstance(args, tuple) or not isinstance(kwargs, dict):
@@ -470,3 +504,12 @@ def _make_transformer_tracer(graph: Graph, root: torch.nn.Module) -> Any:
 
 
 _TRANSFORMER_TRACER: Dict[type, type] = {}
+
+
+def _boxed_arity_message(want: int, got: int) -> str:
+    # torch.fx's wording, which callers match on.
+    which = "extra" if got > want else "missing"
+    return (
+        f"Interpreter.boxed_run expected {want} arguments for placeholders but received "
+        f"{got} ({which} arguments)"
+    )

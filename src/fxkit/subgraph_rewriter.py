@@ -175,15 +175,13 @@ def replace_pattern(gm: GraphModule, pattern: PatternLike, replacement: PatternL
     return [Match(anchor=r.anchor, nodes_map=r.nodes_map) for r in done]
 
 
+# fmt: off
 def replace_pattern_with_filters(
-    gm: GraphModule,
-    pattern: PatternLike,
-    replacement: Optional[PatternLike] = None,
-    match_filters: Optional[List[MatchFilter]] = None,
-    ignore_literals: bool = False,
-    replacement_callback: Optional[ReplacementCallback] = None,
-    node_name_match: str = "",
+    gm: GraphModule, pattern: PatternLike, replacement: Optional[PatternLike] = None,
+    match_filters: Optional[List[MatchFilter]] = None, ignore_literals: bool = False,
+    replacement_callback: Optional[ReplacementCallback] = None, node_name_match: str = "",
 ) -> List[ReplacedPatterns]:
+    # fmt: on
     """:func:`replace_pattern` with extra control.
 
     Args:
@@ -200,22 +198,20 @@ def replace_pattern_with_filters(
         gm,
         pattern,
         replacement,
-        match_filters,
-        ignore_literals,
-        replacement_callback,
-        node_name_match,
+        match_filters=match_filters,
+        ignore_literals=ignore_literals,
+        replacement_callback=replacement_callback,
+        node_name_match=node_name_match,
     )
 
 
+# fmt: off
 def _replace_pattern(
-    gm: GraphModule,
-    pattern: PatternLike,
-    replacement: Optional[PatternLike] = None,
-    match_filters: Optional[List[MatchFilter]] = None,
-    ignore_literals: bool = False,
-    replacement_callback: Optional[ReplacementCallback] = None,
-    node_name_match: str = "",
+    gm: GraphModule, pattern: PatternLike, replacement: Optional[PatternLike] = None, *,
+    match_filters: Optional[List[MatchFilter]] = None, ignore_literals: bool = False,
+    replacement_callback: Optional[ReplacementCallback] = None, node_name_match: str = "",
 ) -> List[ReplacedPatterns]:
+    # fmt: on
     from fxkit.passes.utils.matcher_utils import SubgraphMatcher
 
     if not isinstance(gm, GraphModule):
@@ -229,13 +225,9 @@ def _replace_pattern(
         raise TypeError("replacement_callback must be callable")
     graph = gm.graph
     pattern_graph, _ = _as_graph(pattern, "pattern")
-    matcher = SubgraphMatcher(
-        pattern_graph,
-        match_output=False,
-        match_placeholder=False,
-        remove_overlapping_matches=True,
-        ignore_literals=ignore_literals,
-    )
+    # The matcher's defaults are the rewriter's contract: placeholders are wildcards, the
+    # output node is not matched, and overlapping occurrences are dropped.
+    matcher = SubgraphMatcher(pattern_graph, ignore_literals=ignore_literals)
     n_inputs = len(matcher.pattern_placeholder_nodes)
     n_outputs = len(matcher.pattern_returning_nodes)
     fixed: Optional[Graph] = None
@@ -326,7 +318,7 @@ class _Template:
 
         added = []
         for old, op, target, args, kwargs, name, type_expr, meta in self.steps:
-            new_args = tuple([sub(a) for a in args])
+            new_args = tuple([vm[a] if type(a) is Node else sub(a) for a in args])
             new_kwargs = {k: sub(v) for k, v in kwargs.items()} if kwargs else {}
             node = graph.create_node(op, target, new_args, new_kwargs, name, type_expr)
             if meta:

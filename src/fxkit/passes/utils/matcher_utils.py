@@ -10,7 +10,7 @@ overlapping partial matches are dropped before they are extended.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -23,29 +23,36 @@ __all__ = ["SubgraphMatcher", "InternalMatch"]
 _WILDCARD_OPS = ("placeholder", "output")
 
 
+def _starts_empty(kind: type) -> Any:
+    """A dataclass field that gets a fresh empty ``kind`` per instance."""
+    return field(default_factory=kind)
+
+
 @dataclass
 class InternalMatch:
     """One occurrence of the pattern: which pattern node landed on which graph node."""
 
-    # Pattern nodes the search started from (the pattern's sinks, or its output node).
     anchors: List[Node]
-    # Pattern node -> graph node (or the literal a pattern placeholder stood for).
-    nodes_map: Dict[Node, Node] = field(default_factory=dict)
-    # Graph values bound to the pattern's placeholders, in placeholder order.
-    placeholder_nodes: List[Node] = field(default_factory=list)
-    # Graph nodes standing for the values the pattern returns, in output order.
-    returning_nodes: List[Node] = field(default_factory=list)
-    # Name -> graph node; filled by SubgraphMatcherWithNameNodeMap only.
-    name_node_map: Dict[str, Node] = field(default_factory=dict)
+    """Pattern nodes the search started from (the pattern's sinks, or its output node)."""
+    nodes_map: Dict[Node, Node] = _starts_empty(dict)
+    """Pattern node -> graph node (or the literal a pattern placeholder stood for)."""
+    placeholder_nodes: List[Node] = _starts_empty(list)
+    """Graph values bound to the pattern's placeholders, in placeholder order."""
+    returning_nodes: List[Node] = _starts_empty(list)
+    """Graph nodes standing for the values the pattern returns, in output order."""
+    name_node_map: Dict[str, Node] = _starts_empty(dict)
+    """Name -> graph node; filled by SubgraphMatcherWithNameNodeMap only."""
 
     def __copy__(self) -> "InternalMatch":
-        return InternalMatch(
-            anchors=self.anchors,
-            nodes_map=self.nodes_map.copy(),
-            placeholder_nodes=self.placeholder_nodes.copy(),
-            returning_nodes=self.returning_nodes.copy(),
-            name_node_map=self.name_node_map.copy(),
-        )
+        # The containers are per-match state a caller may edit; anchors belong to the
+        # matcher and stay shared.
+        dup = replace(self)
+        for name in _PER_MATCH_FIELDS:
+            setattr(dup, name, getattr(self, name).copy())
+        return dup
+
+
+_PER_MATCH_FIELDS = ("nodes_map", "placeholder_nodes", "returning_nodes", "name_node_map")
 
 
 def _truthy_eq(a: Any, b: Any) -> bool:
@@ -72,15 +79,11 @@ _MISSING = object()
 def _schema_arguments(target: Any, args: tuple, kwargs: dict) -> List[Any]:
     """Every argument of an aten op in schema order, filling defaults: lets ``add(x, y)``
     match ``add(x, y, alpha=1)``."""
-    out: List[Any] = []
+    values: List[Any] = []
     for i, arg in enumerate(target._schema.arguments):
-        if arg.name in kwargs:
-            out.append(kwargs[arg.name])
-        elif not arg.kwarg_only and i < len(args):
-            out.append(args[i])
-        else:
-            out.append(arg.default_value)
-    return out
+        positional = i < len(args) and not arg.kwarg_only
+        values.append(kwargs.get(arg.name, args[i] if positional else arg.default_value))
+    return values
 
 
 def _plan(pn: Node) -> Optional[tuple]:
@@ -110,14 +113,11 @@ class SubgraphMatcher:
     outside the match) and can be fused without creating a cycle.
     """
 
-    def __init__(
-        self,
-        pattern: Graph,
-        match_output: bool = False,
-        match_placeholder: bool = False,
-        remove_overlapping_matches: bool = True,
-        ignore_literals: bool = False,
-    ) -> None:
+    # fmt: off
+    def __init__(self, pattern: Graph, match_output: bool = False,
+                 match_placeholder: bool = False, remove_overlapping_matches: bool = True,
+                 ignore_literals: bool = False) -> None:
+        # fmt: on
         if not isinstance(pattern, Graph):
             raise TypeError(
                 f"SubgraphMatcher expects a pattern Graph, got {type(pattern).__name__}"
@@ -158,7 +158,8 @@ class SubgraphMatcher:
             self.pattern_anchors = [n for n in self.pattern_returning_nodes if len(n.users) == 1]
         returning = set(self.pattern_returning_nodes)
         self._bodies = [n for n in nodes if n.op != "placeholder"]
-        self._internal = [n for n in self._bodies if n not in returning]
+        # Matched values that must not escape the match (the output node has no readers).
+        self._internal = [n for n in self._bodies if n not in returning and n.op != "output"]
         self._compute = [n for n in nodes if n.op not in _WILDCARD_OPS]
         self._plans = {n: _plan(n) for n in nodes}
         self._anchor_paths = self._plan_anchor_paths()
@@ -383,14 +384,17 @@ class _Search:
                     return True
             return False
 
+        compute_pns = m._compute
+
         def finish() -> None:
-            found = self._finish(nm, topo)
+            compute = [nm[pn] for pn in compute_pns if pn in nm]
+            # The overlap test is the cheapest rejection, so it goes first.
+            if dedupe and not claimed.isdisjoint(compute):
+                return
+            found = self._finish(nm, topo, compute)
             if found is None:
                 return
             if dedupe:
-                compute = [nm[pn] for pn in m._compute if pn in nm]
-                if not claimed.isdisjoint(compute):
-                    return
                 claimed.update(compute)
             results.append(found)
 
@@ -413,8 +417,10 @@ class _Search:
         cand_sets = [set(c) for c in cand_lists] if len(anchors) > 1 else []
         compute_anchor = [a.op not in _WILDCARD_OPS for a in anchors]
 
+        last = len(anchors) - 1
+
         def extend(i: int) -> None:
-            if i == len(anchors):
+            if i > last:
                 finish()
                 return
             anchor = anchors[i]
@@ -426,12 +432,13 @@ class _Search:
                 cands = cand_lists[i]
             mark = len(trail)
             skip_claimed = dedupe and compute_anchor[i]
+            # After the last anchor, finish() tests overlap itself.
+            prune = dedupe and i < last
             for gn in cands:
                 if skip_claimed and gn in claimed:
                     continue  # would overlap an accepted match
-                if match_node(anchor, gn, loose_for(gn)) and not (
-                    dedupe and claimed and overlaps(mark)
-                ):
+                loose = bool(name_match) and name_match in gn.name
+                if match_node(anchor, gn, loose) and not (prune and claimed and overlaps(mark)):
                     before = len(results)
                     extend(i + 1)
                     if dedupe and len(results) > before and i and prefix_claimed(mark):
@@ -450,7 +457,9 @@ class _Search:
         extend(0)
         return results
 
-    def _finish(self, nm: Dict[Node, Any], topo: bool) -> Optional[InternalMatch]:
+    def _finish(
+        self, nm: Dict[Node, Any], topo: bool, compute: List[Node]
+    ) -> Optional[InternalMatch]:
         m = self.m
         try:
             placeholders = [nm[pn] for pn in m.pattern_placeholder_nodes]
@@ -459,12 +468,12 @@ class _Search:
             # Only with ignore_literals: a literal stood in for a pattern node, so the inputs
             # above it were never bound. Not a usable match.
             return None
-        inside = {nm[pn] for pn in m._bodies if pn in nm}
-        for pn in m._internal:
-            gn = nm.get(pn)
-            if gn is not None and not inside.issuperset(gn.users):
-                return None  # an internal value escapes the match
-        compute = [nm[pn] for pn in m._compute if pn in nm]
+        if m._internal:
+            inside = {nm[pn] for pn in m._bodies if pn in nm}
+            for pn in m._internal:
+                gn = nm.get(pn)
+                if gn is not None and not inside.issuperset(gn.users):
+                    return None  # an internal value escapes the match
         if _fusion_would_cycle(compute, topo):
             return None
         return InternalMatch(

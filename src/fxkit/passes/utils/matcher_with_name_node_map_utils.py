@@ -63,14 +63,11 @@ class SubgraphMatcherWithNameNodeMap(SubgraphMatcher):
     GraphModule is edited in place.
     """
 
-    def __init__(
-        self,
-        pattern_gm: GraphModule,
-        match_output: bool = False,
-        match_placeholder: bool = False,
-        remove_overlapping_matches: bool = True,
-        ignore_literals: bool = False,
-    ) -> None:
+    # fmt: off
+    def __init__(self, pattern_gm: GraphModule, match_output: bool = False,
+                 match_placeholder: bool = False, remove_overlapping_matches: bool = True,
+                 ignore_literals: bool = False) -> None:
+        # fmt: on
         if not isinstance(pattern_gm, GraphModule):
             raise TypeError(
                 f"SubgraphMatcherWithNameNodeMap expects a GraphModule pattern, got "
@@ -78,13 +75,13 @@ class SubgraphMatcherWithNameNodeMap(SubgraphMatcher):
             )
         pattern_gm, name_node_map = _split_to_graph_and_name_node_map(pattern_gm)
         self.name_node_map = name_node_map
-        super().__init__(
-            pattern_gm.graph,
-            match_output,
-            match_placeholder,
-            remove_overlapping_matches,
-            ignore_literals,
+        options = dict(
+            match_output=match_output,
+            match_placeholder=match_placeholder,
+            remove_overlapping_matches=remove_overlapping_matches,
+            ignore_literals=ignore_literals,
         )
+        super().__init__(pattern_gm.graph, **options)
 
     def match(self, graph: Graph, node_name_match: str = "") -> List[InternalMatch]:
         """Matches as :meth:`SubgraphMatcher.match`, each with ``name_node_map`` filled."""

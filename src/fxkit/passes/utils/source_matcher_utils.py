@@ -17,20 +17,25 @@ from fxkit.node import Node
 __all__ = ["get_source_partitions", "check_subgraphs_connected", "SourcePartition"]
 
 
+def _starts_empty(kind: type) -> Any:
+    """A dataclass field that gets a fresh empty ``kind`` per instance."""
+    return field(default_factory=kind)
+
+
 @dataclass
 class SourcePartition:
     """The nodes one call of ``source`` decomposed into, with its boundary."""
 
-    # Nodes in the partition, in graph order.
     nodes: List[Node]
-    # The function or leaf module type the nodes came from.
+    """Nodes in the partition, in graph order."""
     source: Any
-    # Nodes outside the partition whose values it reads (parameters excluded).
-    input_nodes: List[Node] = field(default_factory=list)
-    # Partition nodes whose values are read outside it.
-    output_nodes: List[Node] = field(default_factory=list)
-    # get_attr nodes (parameters, buffers) inside the partition.
-    params: List[Node] = field(default_factory=list)
+    """The function or leaf module type the nodes came from."""
+    input_nodes: List[Node] = _starts_empty(list)
+    """Nodes outside the partition whose values it reads (parameters excluded)."""
+    output_nodes: List[Node] = _starts_empty(list)
+    """Partition nodes whose values are read outside it."""
+    params: List[Node] = _starts_empty(list)
+    """get_attr nodes (parameters, buffers) inside the partition."""
 
 
 def _module_type_matches(wanted: Any, recorded: Any) -> bool:
