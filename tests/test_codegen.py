@@ -163,7 +163,19 @@ def test_submodule_paths_that_are_not_identifiers():
     g.output((y, w))
     (value, inplace), code = run_graph(g, torch.zeros(1), root=root)
     assert value.item() == 0.0 and inplace is False
-    assert 'getattr(self.layers, "1")' in code or "getattr(self.layers, '1')" in code
+    assert "self._modules['layers']._modules['1'](x)" in code  # no nn.Module.__getattr__
+    assert "getattr(self.layers, '0').inplace" in code
+
+
+def test_swapping_a_submodule_takes_effect_without_recompile():
+    root = torch.nn.Module()
+    root.act = torch.nn.ReLU()
+    g = Graph()
+    g.output(g.call_module("act", (g.placeholder("x"),)))
+    gm = GraphModule(root, g)
+    assert gm(torch.tensor([-1.0])).item() == 0.0
+    gm.act = torch.nn.Identity()
+    assert gm(torch.tensor([-1.0])).item() == -1.0
 
 
 def test_global_names_avoid_node_names():

@@ -95,7 +95,9 @@ def test_same_structure_printing_and_outputs(build, inputs):
 
 
 def _torch_fx_freeing_style(code):
-    """Rewrite fxkit's ``;  del a, b`` as torch.fx's ``;  a = b = None``."""
+    """Rewrite fxkit's ``;  del a, b`` as torch.fx's ``;  a = b = None`` and its
+    ``self._modules['m']`` submodule lookups as torch.fx's ``self.m``."""
+    code = re.sub(r"\._modules\['(\w+)'\]", r".\1", code)
     return re.sub(
         r";  del ([\w, ]+)", lambda m: ";  " + " = ".join(m.group(1).split(", ")) + " = None", code
     )

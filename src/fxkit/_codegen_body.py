@@ -16,6 +16,7 @@ from fxkit.codegen import (
     PythonCode,
     _attr_path,
     _Emitter,
+    _module_path,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def _call_expr(em: _Emitter, node: "Node", root: str) -> str:
         rest = em.args_and_kwargs(args[1:], kwargs)
         return f"{em.arg(args[0])}.{node._target}({rest})"
     if op == "call_module":
-        return f"{_attr_path(root, node._target)}({em.args_and_kwargs(args, kwargs)})"
+        return f"{_module_path(root, node._target)}({em.args_and_kwargs(args, kwargs)})"
     if op == "get_attr":
         return _attr_path(root, node._target)
     raise ValueError(f"node {node.name!r} has an opcode codegen does not know: {op!r}")
