@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextvars
 import functools
+import operator
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 _ORIG_MODULE_CALL = torch.nn.Module.__call__
 _ORIG_MODULE_GETATTR = torch.nn.Module.__getattr__
+_ORIG_CALL_IMPL = torch.nn.Module._call_impl
 
 # The trace running in this thread / task, or None.
 _current_run: contextvars.ContextVar[Optional["_TraceRun"]] = contextvars.ContextVar(
@@ -81,45 +83,103 @@ class _Slot:
             return  # someone replaced our trampoline since; theirs wins
         if self.had:
             self.put(self.orig)
+        elif self.is_class:
+            delattr(self.ns, self.name)
         else:
             del self.ns[self.name]
 
 
 # Re-entrant: an autowrap scan holds it while it patches what it finds.
 _registry_lock = threading.RLock()
-_slots: Dict[tuple, _Slot] = {}
+_slots: Dict[tuple, _Slot] = {}  # the names patched right now
 _trampoline_origin: Dict[int, Any] = {}  # id(trampoline) -> the function it stands for
+# Released slots, trampoline included, for the next trace that patches the same name: making a
+# trampoline (functools.update_wrapper) costs more than installing it. Bounded, since each one
+# keeps its namespace alive.
+_idle: Dict[tuple, _Slot] = {}
+_IDLE_MAX = 4096
+
+
+def _new_slot(key: tuple, ns: Any, name: str, is_class: bool, make: Callable) -> Optional[_Slot]:
+    """Install a trampoline for a name no trace patches now (registry lock held)."""
+    had = True
+    if is_class:
+        # A class may inherit the name: then the patch goes into its own dict and restoring
+        # deletes it again.
+        had, orig = name in ns.__dict__, getattr(ns, name)
+    elif name in ns:
+        orig = ns[name]
+    elif hasattr(builtins, name):
+        had, orig = False, getattr(builtins, name)
+    else:
+        return None
+    slot = _idle.pop(key, None)
+    if slot is None or slot.ns is not ns or slot.orig is not orig or slot.had != had:
+        slot = _Slot(key, ns, name, is_class)
+        slot.had, slot.orig = had, orig
+        slot.new = make(key, orig)
+    _slots[key] = slot
+    _trampoline_origin[id(slot.new)] = orig
+    slot.put(slot.new)
+    return slot
 
 
 def _acquire(ns: Any, name: str, is_class: bool, make: Callable) -> Optional[_Slot]:
     key = (id(ns), name)
     with _registry_lock:
-        slot = _slots.get(key)
-        if slot is None:
-            slot = _Slot(key, ns, name, is_class)
-            if is_class:
-                slot.orig = getattr(ns, name)
-            elif name in ns:
-                slot.orig = ns[name]
-            elif hasattr(builtins, name):
-                slot.had, slot.orig = False, getattr(builtins, name)
-            else:
-                return None
-            slot.new = make(key, slot.orig)
-            _slots[key] = slot
-            _trampoline_origin[id(slot.new)] = slot.orig
-            slot.put(slot.new)
-        slot.users += 1
+        slot = _slots.get(key) or _new_slot(key, ns, name, is_class, make)
+        if slot is not None:
+            slot.users += 1
         return slot
+
+
+def _retire(slot: _Slot) -> None:
+    """Restore what ``slot`` patched; its last user is gone (registry lock held)."""
+    slot.restore()
+    del _slots[slot.key]
+    del _trampoline_origin[id(slot.new)]
+    if len(_idle) >= _IDLE_MAX:
+        _idle.clear()
+    _idle[slot.key] = slot
 
 
 def _release(slot: _Slot) -> None:
     with _registry_lock:
         slot.users -= 1
         if slot.users == 0:
-            slot.restore()
-            del _slots[slot.key]
-            del _trampoline_origin[id(slot.new)]
+            _retire(slot)
+
+
+_ids_cache: Dict[int, Tuple[Any, List[str], List[Any], frozenset]] = {}
+
+
+def public_callable_ids(module: Any) -> frozenset:
+    """ids of the functions a module's public names hold (seen through trampolines).
+
+    Cached per module; the cache entry is reused only while the module's names and values are
+    exactly those it was computed from (an identity check, much cheaper than the scan).
+    """
+    ns = module.__dict__
+    with _registry_lock:
+        keys, values = list(ns), list(ns.values())
+        hit = _ids_cache.get(id(module))
+        if (
+            hit is not None
+            and hit[0] is module
+            and hit[1] == keys
+            and all(map(operator.is_, hit[2], values))
+        ):
+            return hit[3]
+        origin = _trampoline_origin
+        ids = frozenset(
+            id(origin.get(id(v), v))
+            for k, v in zip(keys, values)
+            if not k.startswith("_") and callable(v)
+        )
+        if len(_ids_cache) >= 256:
+            _ids_cache.clear()
+        _ids_cache[id(module)] = (module, keys, values, ids)
+        return ids
 
 
 def _function_trampoline(key: tuple, orig: Callable) -> Callable:
@@ -144,15 +204,36 @@ def _function_trampoline(key: tuple, orig: Callable) -> Callable:
 
 
 def _module_call_trampoline(key: tuple, orig: Callable) -> Callable:
+    # Stands in for nn.Module._call_impl (what nn.Module.__call__ calls): replacing a plain
+    # attribute of nn.Module is O(1), while replacing a dunder makes Python update the slots of
+    # every nn.Module subclass (tens of microseconds per trace, more with big libraries loaded).
+    def _call_impl(mod: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        run = _current_run.get()
+        if run is None or not run.live or run.call_via_dunder:
+            return _ORIG_CALL_IMPL(mod, *args, **kwargs)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            # Scanned only when the body really runs: leaves never do.
+            run.scan_function_globals(getattr(mod, "forward", None))
+            return _ORIG_CALL_IMPL(mod, *args, **kwargs)
+
+        return run.tracer.call_module(mod, forward, args, kwargs)
+
+    return _call_impl
+
+
+def _module_dunder_call_trampoline(key: tuple, orig: Callable) -> Callable:
+    # Used instead of the above when a module in the tree was torch.compile'd: its calls skip
+    # _call_impl, so only nn.Module.__call__ sees them.
     def __call__(mod: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         run = _current_run.get()
-        if run is None or not run.live:
+        if run is None or not run.live or not run.call_via_dunder:
             return _ORIG_MODULE_CALL(mod, *args, **kwargs)
 
         def forward(*args: Any, **kwargs: Any) -> Any:
+            run.scan_function_globals(getattr(mod, "forward", None))
             return _ORIG_MODULE_CALL(mod, *args, **kwargs)
 
-        run.scan_function_globals(getattr(mod, "forward", None))
         return run.tracer.call_module(mod, forward, args, kwargs)
 
     return __call__
@@ -169,6 +250,27 @@ def _module_getattr_trampoline(key: tuple, orig: Callable) -> Callable:
     return __getattr__
 
 
+def _getattr_owners(modules: Any) -> Tuple[List[type], bool]:
+    """The classes to give the ``__getattr__`` trampoline so that ``modules`` all see it.
+
+    Patching ``nn.Module.__getattr__`` itself is correct for every module but slow (a dunder
+    change on a class with hundreds of subclasses), so each module class in the tree gets its
+    own copy instead, unless one of them has its own ``__getattr__`` that may delegate to
+    ``nn.Module``'s: then nn.Module is patched (returned flag) and the class is left alone.
+    """
+    owners, need_base = [], False
+    for cls in {type(m) for m in modules}:
+        if (id(cls), "__getattr__") in _slots:
+            owners.append(cls)  # another trace patched it; share that patch
+            continue
+        found = getattr(cls, "__getattr__", None)
+        if _trampoline_origin.get(id(found), found) is _ORIG_MODULE_GETATTR:
+            owners.append(cls)
+        else:
+            need_base = True
+    return owners, need_base
+
+
 class _TraceRun:
     """The state of one ``Tracer.trace`` call; lives in ``_current_run`` while it runs."""
 
@@ -181,6 +283,7 @@ class _TraceRun:
         "live",
         "_keep",
         "overrides",
+        "call_via_dunder",
     )
 
     def __init__(self, tracer: "Tracer") -> None:
@@ -190,6 +293,7 @@ class _TraceRun:
         self.slots: List[_Slot] = []
         self.visited: set = set()
         self.live = False
+        self.call_via_dunder = False
         self._keep: list = []  # namespaces scanned; held so their ids stay unique
         # id(original function) -> what this trace calls instead (Tracer._function_overrides)
         self.overrides: Dict[int, Callable] = {
@@ -205,13 +309,22 @@ class _TraceRun:
             seen += 1
 
     def install(self, fn_globals: dict) -> None:
-        for name, make in (
-            ("__getattr__", _module_getattr_trampoline),
-            ("__call__", _module_call_trampoline),
-        ):
-            slot = _acquire(torch.nn.Module, name, True, make)
-            assert slot is not None
-            self.slots.append(slot)
+        tree = self.tracer.submodule_paths or {}
+        self.call_via_dunder = any(m.__dict__.get("_compiled_call_impl") is not None for m in tree)
+        with _registry_lock:
+            # A function root is an empty module of our own: nothing in it to look up.
+            owners, need_base = _getattr_owners(tree) if tree else ([], False)
+            if need_base:
+                owners.append(torch.nn.Module)
+            patches = [(cls, "__getattr__", _module_getattr_trampoline) for cls in owners]
+            if self.call_via_dunder:
+                patches.append((torch.nn.Module, "__call__", _module_dunder_call_trampoline))
+            else:
+                patches.append((torch.nn.Module, "_call_impl", _module_call_trampoline))
+            for owner, name, make in patches:
+                slot = _acquire(owner, name, True, make)
+                assert slot is not None
+                self.slots.append(slot)
         for (_, name), ns in list(_wrapped_fns_to_patch.items()):
             self.patch_function(ns, name)
         self.autowrap_scan(fn_globals)
@@ -221,18 +334,54 @@ class _TraceRun:
 
     def uninstall(self) -> None:
         self.live = False
-        while self.slots:
-            _release(self.slots.pop())
+        slots = self.slots
+        with _registry_lock:
+            while slots:
+                slot = slots.pop()
+                slot.users -= 1
+                if slot.users:
+                    continue
+                ns = slot.ns
+                if slot.is_class or not slot.had or ns.get(slot.name) is not slot.new:
+                    _retire(slot)
+                    continue
+                # _retire for the common case (a globals entry we put there), inlined.
+                key = slot.key
+                ns[slot.name] = slot.orig
+                del _slots[key]
+                del _trampoline_origin[id(slot.new)]
+                if len(_idle) >= _IDLE_MAX:
+                    _idle.clear()
+                _idle[key] = slot
         self.active.clear()
 
     def patch_function(self, ns: dict, name: str) -> None:
-        key = (id(ns), name)
-        if key in self.active:
-            return
-        slot = _acquire(ns, name, False, _function_trampoline)
-        if slot is not None:
-            self.active.add(key)
-            self.slots.append(slot)
+        self._patch_names(ns, (name,))
+
+    def _patch_names(self, ns: dict, names: Any) -> None:
+        # A trace patches ~60 names (math alone has ~55), so this loop is kept lean: the
+        # common case re-installs the trampoline an earlier trace left in _idle.
+        nid, active, mine = id(ns), self.active, self.slots
+        with _registry_lock:
+            for name in names:
+                key = (nid, name)
+                if key in active:
+                    continue
+                slot = _slots.get(key)
+                if slot is None:
+                    slot = _idle.get(key)
+                    if slot is not None and slot.had and ns.get(name) is slot.orig:
+                        del _idle[key]
+                        _slots[key] = slot
+                        _trampoline_origin[id(slot.new)] = slot.orig
+                        ns[name] = slot.new
+                    else:
+                        slot = _new_slot(key, ns, name, False, _function_trampoline)
+                        if slot is None:
+                            continue
+                slot.users += 1
+                active.add(key)
+                mine.append(slot)
 
     def autowrap_scan(self, ns: Optional[dict]) -> None:
         if ns is None or id(ns) in self.visited:
@@ -246,9 +395,20 @@ class _TraceRun:
             return
         # Under the lock: another thread may be swapping trampolines into this namespace.
         with _registry_lock:
-            for name, value in list(ns.items()):
-                if name.startswith("_") or not callable(value):
-                    continue
-                origin = _trampoline_origin.get(id(value), value)
-                if id(origin) in ids:
-                    self.patch_function(ns, name)
+            origin = _trampoline_origin
+            # One cheap id test per name; the few hits get the full check.
+            hits = [
+                (name, value)
+                for name, value in list(ns.items())
+                if id(value) in ids or id(value) in origin
+            ]
+            self._patch_names(
+                ns,
+                [
+                    name
+                    for name, value in hits
+                    if not name.startswith("_")
+                    and callable(value)
+                    and id(origin.get(id(value), value)) in ids
+                ],
+            )

@@ -24,13 +24,18 @@ import math
 import sys
 import types
 import warnings
-from itertools import chain
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.utils._pytree as pytree
 
 from fxkit._auto_leaf import ON_ERROR_CHOICES, LeafFallback, trace_or_leaf
+from fxkit._module_tree import (  # noqa: F401  (FakeScriptObject: old import path)
+    _CONSTANT_TYPES,
+    FakeScriptObject,
+    _collect_tensor_attrs,
+    _module_paths,
+)
 from fxkit._patching import (  # noqa: F401  (registry names re-exported for tests/tools)
     _ORIG_MODULE_CALL,
     _ORIG_MODULE_GETATTR,
@@ -41,6 +46,7 @@ from fxkit._patching import (  # noqa: F401  (registry names re-exported for tes
     _TraceRun,
     _trampoline_origin,
     _wrapped_fns_to_patch,
+    public_callable_ids,
 )
 from fxkit._signature import (  # noqa: F401  (_patch_function: old import path)
     _ArgLayout,
@@ -52,13 +58,15 @@ from fxkit.graph import Graph, _PyTreeCodeGen, _PyTreeInfo
 from fxkit.graph_module import GraphModule
 from fxkit.node import Argument, base_types
 from fxkit.proxy import (
+    _ARG_HANDLERS,
     ParameterProxy,
     Proxy,
     Scope,
-    ScopeContextManager,
+    ScopeContextManager,  # noqa: F401  (importable from here, as from torch.fx)
     TraceError,
     TracerBase,
     _is_internal,
+    _node_of,
 )
 
 __all__ = [
@@ -72,14 +80,6 @@ __all__ = [
     "is_fx_tracing",
     "is_fx_symbolic_tracing",
 ]
-
-_CONSTANT_TYPES: tuple = (torch.Tensor, torch.ScriptObject, pytree.TreeSpec)
-try:  # fake script objects only exist in newer torch builds
-    from torch._library.fake_class_registry import FakeScriptObject
-
-    _CONSTANT_TYPES += (FakeScriptObject,)
-except ImportError:  # pragma: no cover
-    FakeScriptObject = None  # type: ignore[assignment,misc]
 
 _proxyable_classes: Dict[type, None] = {}
 
@@ -173,6 +173,15 @@ class Tracer(TracerBase):
     """
 
     record_stack_traces: bool = True
+    # Whether create_arg may hand plain values straight to TracerBase's handlers: true unless
+    # a class between Tracer and TracerBase in a subclass's MRO overrides create_arg.
+    _direct_args: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        after = mro[mro.index(Tracer) + 1 :]
+        cls._direct_args = next(c for c in after if "create_arg" in c.__dict__) is TracerBase
 
     # fmt: off
     def __init__(self, autowrap_modules: Tuple[types.ModuleType, ...] = (math,),
@@ -192,16 +201,9 @@ class Tracer(TracerBase):
         for f in autowrap_functions:
             if not callable(f):
                 raise TypeError(f"autowrap_functions must hold callables, got {f!r}")
-        with _registry_lock:
-            # Another thread's trace may have trampolines in these modules right now: count
-            # the functions they stand for, not the trampolines.
-            self._autowrap_function_ids = {
-                id(_trampoline_origin.get(id(value), value))
-                for name, value in chain.from_iterable(
-                    list(m.__dict__.items()) for m in autowrap_modules
-                )
-                if not name.startswith("_") and callable(value)
-            }
+        # Another thread's trace may have trampolines in these modules right now: count the
+        # functions they stand for, not the trampolines.
+        self._autowrap_function_ids = set().union(*map(public_callable_ids, autowrap_modules))
         self._autowrap_function_ids.update(id(f) for f in autowrap_functions)
         self._autowrap_search: List[types.ModuleType] = list(autowrap_modules)
         self.param_shapes_constant = param_shapes_constant
@@ -261,18 +263,22 @@ class Tracer(TracerBase):
         path; other tensors are stored on ``root`` as ``_tensor_constant<N>`` and read with
         ``get_attr``; named tuples become a constructor call node.
         """
+        handler = _DIRECT_ARGS.get(type(a))
+        if handler is not None and self._direct_args:
+            return handler(self, a)  # what TracerBase.create_arg does, one call less
         if isinstance(a, Proxy) or type(a) in _PLAIN_TYPES:
             return super().create_arg(a)
-        if isinstance(a, torch.nn.Parameter):
-            name = self._path_of("parameters", a)
-            if name is None:
-                raise NameError(
-                    f"parameter is not a member of this module: a Parameter of shape "
-                    f"{tuple(a.shape)} is used but is not registered under the traced root "
-                    f"{type(self.root).__name__}"
-                )
-            return self.create_node("get_attr", name, (), {})
+        # Tensor first: the Parameter check runs Python code (_ParameterMeta.__instancecheck__).
         if isinstance(a, torch.Tensor):
+            if isinstance(a, torch.nn.Parameter):
+                name = self._path_of("parameters", a)
+                if name is None:
+                    raise NameError(
+                        f"parameter is not a member of this module: a Parameter of shape "
+                        f"{tuple(a.shape)} is used but is not registered under the traced root "
+                        f"{type(self.root).__name__}"
+                    )
+                return self.create_node("get_attr", name, (), {})
             name = self._path_of("buffers", a)
             if name is not None:
                 return self.create_node("get_attr", name, (), {})
@@ -305,10 +311,15 @@ class Tracer(TracerBase):
 
         Default: modules defined in ``torch.nn`` / ``torch.ao.nn``, except ``Sequential``.
         """
-        mod_name = type(m).__module__
-        return (mod_name.startswith("torch.nn") or mod_name.startswith("torch.ao.nn")) and (
-            not isinstance(m, torch.nn.Sequential)
-        )
+        cls = type(m)
+        leaf = _DEFAULT_LEAF.get(cls)
+        if leaf is None:
+            mod_name = cls.__module__
+            leaf = (mod_name.startswith("torch.nn") or mod_name.startswith("torch.ao.nn")) and (
+                not issubclass(cls, torch.nn.Sequential)
+            )
+            _DEFAULT_LEAF[cls] = leaf
+        return leaf
 
     def _module_path_or_none(self, mod: torch.nn.Module) -> Optional[str]:
         if self.submodule_paths:
@@ -320,7 +331,8 @@ class Tracer(TracerBase):
 
     def path_of_module(self, mod: torch.nn.Module) -> str:
         """The qualified name of ``mod`` under ``root`` (``"foo.bar"``); NameError if absent."""
-        path = self._module_path_or_none(mod)
+        paths = self.submodule_paths
+        path = paths.get(mod) if paths else self._module_path_or_none(mod)
         if path is None:
             raise NameError(
                 f"module is not installed as a submodule: a {type(mod).__name__} is called "
@@ -339,10 +351,14 @@ class Tracer(TracerBase):
         """Handle a call to submodule ``m``: a ``call_module`` node for a leaf, else run
         ``forward`` (tracing through it). Keeps ``scope`` and ``module_stack`` current."""
         qualname = self.path_of_module(m)
-        with ScopeContextManager(self.scope, Scope(qualname, type(m))) as scope:
+        # ScopeContextManager's switch, inlined: this runs once per module call.
+        scope, mod_type = self.scope, type(m)
+        saved = scope.module_path, scope.module_type
+        scope.module_path, scope.module_type = qualname, mod_type
+        try:
             calls = self.num_calls.get(qualname, 0)
-            key = f"{scope.module_path}@{calls}" if calls > 0 else scope.module_path
-            self.module_stack[key] = (qualname, scope.module_type)
+            key = f"{qualname}@{calls}" if calls > 0 else qualname
+            self.module_stack[key] = (qualname, mod_type)
             self.num_calls[qualname] = calls + 1
             falls_back = self.on_error != "raise"
             if falls_back:
@@ -359,6 +375,8 @@ class Tracer(TracerBase):
                 popped, _ = self.module_stack.popitem(last=True)
                 if popped != key:
                     raise RuntimeError(f"module stack out of order: {popped!r} != {key!r}")
+        finally:
+            scope.module_path, scope.module_type = saved
 
     def _should_fall_back(self, m: torch.nn.Module, qualname: str, error: Exception) -> bool:
         """With ``on_error="leaf"``: may ``m``, whose body raised ``error``, become a leaf?"""
@@ -367,11 +385,13 @@ class Tracer(TracerBase):
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: Dict[str, Any]) -> Any:
         """What ``module.<attr>`` returns while tracing: parameters (and, with
         ``proxy_buffer_attributes``, buffers) of root become cached ``get_attr`` proxies."""
+        if not isinstance(attr_val, torch.Tensor):
+            return attr_val  # mostly submodules; cheaper than the Parameter check
         if isinstance(attr_val, torch.nn.Parameter):
             proxy = self._state_proxy("parameters", attr_val, parameter_proxy_cache)
             if proxy is not None:
                 return proxy
-        if self.proxy_buffer_attributes and isinstance(attr_val, torch.Tensor):
+        if self.proxy_buffer_attributes:
             proxy = self._state_proxy("buffers", attr_val, parameter_proxy_cache)
             if proxy is not None:
                 return proxy
@@ -517,6 +537,7 @@ class Tracer(TracerBase):
         token = _current_run.set(run)
         self._trace_anchor = anchor
         self._root_frame = None
+        self._stack_cache = {}
         self._added_attrs = []
         self._paths = {"parameters": None, "buffers": None}
         self.leaf_fallbacks, self._forced_leaves, self._call_journal = [], set(), []
@@ -549,7 +570,7 @@ class Tracer(TracerBase):
             raise
         finally:
             _current_run.reset(token)
-            self._trace_anchor = self._root_frame = None
+            self._trace_anchor = self._root_frame = self._stack_cache = None
         return self.graph
 
     def _root_function(self, root: Any) -> types.FunctionType:
@@ -569,9 +590,7 @@ class Tracer(TracerBase):
                 )
             self.root = root
             self.root_module_name = root._get_name()
-            self.submodule_paths = {}
-            for name, mod in root.named_modules():
-                self.submodule_paths.setdefault(mod, name)
+            self.submodule_paths = _module_paths(root)
             return fn
         if not isinstance(root, types.FunctionType):
             hint = (
@@ -605,6 +624,12 @@ class Tracer(TracerBase):
 
 
 _PLAIN_TYPES = frozenset({int, float, str, bool, type(None), tuple, list, dict, slice})
+# The exact types Tracer.create_arg passes on untouched to TracerBase, with what it does.
+_DIRECT_ARGS: Dict[type, Callable[[Any, Any], Any]] = {
+    t: _ARG_HANDLERS[t] for t in (int, float, str, bool, type(None), tuple, list, dict)
+}
+_DIRECT_ARGS[Proxy] = _node_of
+_DEFAULT_LEAF: Dict[type, bool] = {}  # is_leaf_module's default answer, by module class
 
 
 @functools.lru_cache(maxsize=None)
@@ -614,14 +639,6 @@ def _takes_factory(cls: type) -> bool:
         return "proxy_factory_fn" in inspect.signature(cls.create_proxy).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _collect_tensor_attrs(m: torch.nn.Module, prefix: str, out: Dict[Any, str]) -> None:
-    for k, v in m.__dict__.items():
-        if isinstance(v, _CONSTANT_TYPES):
-            out[v] = prefix + k
-    for k, child in m.named_children():
-        _collect_tensor_attrs(child, f"{prefix}{k}.", out)
 
 
 def _check_concrete_args(fn: types.FunctionType, is_module: bool, concrete_args: Any) -> None:

@@ -51,28 +51,49 @@ def _walk_to_parent(root: torch.nn.Module, target: str, create: bool) -> Optiona
 def _copy_attr(from_module: torch.nn.Module, to_module: torch.nn.Module, target: str) -> None:
     """Copy the attribute at dotted ``target`` from one module to another, creating empty
     intermediate modules on the destination; buffers stay buffers."""
-    *path, leaf = target.split(".")
-    src: Any = from_module
-    dst: Any = to_module
-    for part in path:
-        src = getattr(src, part)
-        nxt = getattr(dst, part, None)
-        if nxt is src:
-            return  # the whole parent module is already installed (a call_module of it)
-        if nxt is None:
-            nxt = torch.nn.Module()
-            setattr(dst, part, nxt)
-        dst = nxt
-    value = getattr(src, leaf)
-    buffers = getattr(src, "_buffers", {})
-    if (
-        isinstance(value, torch.Tensor)
-        and not isinstance(value, torch.nn.Parameter)
-        and (leaf in buffers)
-    ):
-        dst.register_buffer(leaf, value, persistent=leaf not in src._non_persistent_buffers_set)
-    else:
-        setattr(dst, leaf, value)
+    _copy_attrs(from_module, to_module, (target,))
+
+
+def _copy_attrs(from_module: torch.nn.Module, to_module: torch.nn.Module, targets: Any) -> None:
+    """``_copy_attr`` for many targets, resolving each dotted parent path once (a deep model
+    has ~150 targets sharing a few dozen parents; each getattr step runs Module.__getattr__)."""
+    # path -> (module at path under from_module, the one under to_module, or None when the
+    # whole source module was installed as is)
+    parents: Dict[str, Any] = {"": (from_module, to_module)}
+
+    def parent(path: str) -> Any:
+        hit = parents.get(path)
+        if hit is None:
+            up, _, part = path.rpartition(".")
+            src, dst = parent(up)
+            src = getattr(src, part)
+            nxt = None if dst is None else getattr(dst, part, None)
+            if dst is None or nxt is src:
+                hit = (src, None)
+            else:
+                if nxt is None:
+                    nxt = torch.nn.Module()
+                    setattr(dst, part, nxt)
+                hit = (src, nxt)
+            parents[path] = hit
+        return hit
+
+    for target in targets:
+        path, _, leaf = target.rpartition(".")
+        src, dst = parent(path)
+        if dst is None:
+            continue
+        value = getattr(src, leaf)
+        buffers = getattr(src, "_buffers", {})
+        if (
+            isinstance(value, torch.Tensor)
+            and not isinstance(value, torch.nn.Parameter)
+            and (leaf in buffers)
+        ):
+            persistent = leaf not in src._non_persistent_buffers_set
+            dst.register_buffer(leaf, value, persistent=persistent)
+        else:
+            setattr(dst, leaf, value)
 
 
 def _assign_attr(from_obj: Any, to_module: torch.nn.Module, target: str) -> None:
@@ -146,8 +167,7 @@ class GraphModule(torch.nn.Module):
         referenced = [n.target for n in graph.nodes if n.op in ("get_attr", "call_module")]
         if isinstance(root, torch.nn.Module):
             self.training = root.training
-            for target in referenced:
-                _copy_attr(root, self, target)
+            _copy_attrs(root, self, referenced)
         elif isinstance(root, dict):
             missing = [t for t in referenced if t not in root]
             if missing:

@@ -17,10 +17,8 @@ import copy
 import dataclasses
 import dis
 import enum
-import linecache
 import logging
 import operator
-import os
 import sys
 import types
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -28,8 +26,16 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import torch
 
 from fxkit import traceback as fx_traceback
+from fxkit._frames import (  # noqa: F401  (also imported from here by other modules)
+    _describe_frame,
+    _is_internal,
+    _user_frame,
+    _user_location,
+    _user_stack,
+)
 from fxkit.immutable_collections import immutable_dict, immutable_list
 from fxkit.node import Argument, Node, Target, base_types
+from fxkit.traceback import _preserving
 
 # Proxy kinds first, then the tracer side, then scopes.
 __all__ = [
@@ -88,74 +94,6 @@ def _swap_scope(scope: Scope, path_and_type: Tuple[str, Any]) -> Tuple[str, Any]
     before = (scope.module_path, scope.module_type)
     scope.module_path, scope.module_type = path_and_type
     return before
-
-
-# --- where is the user's code? --------------------------------------------------------------
-
-_FXKIT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
-_internal_files: Dict[str, bool] = {}
-_frame_text: Dict[Tuple[str, int, str], str] = {}
-
-
-def _is_internal(filename: str) -> bool:
-    hit = _internal_files.get(filename)
-    if hit is None:
-        path = filename if filename.startswith("<") else os.path.abspath(filename)
-        hit = path.startswith(_FXKIT_DIR) or path.startswith(_TORCH_DIR)
-        _internal_files[filename] = hit
-    return hit
-
-
-def _describe_frame(frame: types.FrameType) -> str:
-    code = frame.f_code
-    key = (code.co_filename, frame.f_lineno, code.co_name)
-    text = _frame_text.get(key)
-    if text is None:
-        line = linecache.getline(key[0], key[1]).strip()
-        text = f'File "{key[0]}", line {key[1]}, in {key[2]}'
-        if line:
-            text += f"\n    {line}"
-        _frame_text[key] = text
-    return text
-
-
-def _user_frame(start: Optional[types.FrameType] = None) -> Optional[types.FrameType]:
-    """The innermost frame that belongs to neither fxkit nor torch."""
-    f = start if start is not None else sys._getframe(1)
-    while f is not None and _is_internal(f.f_code.co_filename):
-        f = f.f_back
-    return f
-
-
-def _user_location(start: Optional[types.FrameType] = None) -> str:
-    f = _user_frame(start if start is not None else sys._getframe(1))
-    return _describe_frame(f) if f is not None else "<unknown location>"
-
-
-def _user_stack(
-    stop: Optional[types.FrameType], start: types.FrameType
-) -> Tuple[str, Optional[types.FrameType]]:
-    """User frames between ``stop`` (exclusive) and ``start``, outermost first, and the
-    outermost such frame."""
-    parts = []
-    f: Optional[types.FrameType] = start
-    outer = None
-    first_forward = -1
-    while f is not None and f is not stop:
-        if not _is_internal(f.f_code.co_filename):
-            parts.append(_describe_frame(f))
-            outer = f
-            if f.f_code.co_name == "forward":
-                first_forward = len(parts)
-        f = f.f_back
-    if stop is None:
-        # Outside a trace there is no anchor frame: keep frames up to the outermost forward,
-        # as torch.fx does, so test runners and notebooks do not fill the trace.
-        parts = parts[:first_forward] if first_forward > 0 else []
-        outer = None
-    parts.reverse()
-    return "\n  ".join(parts), outer
 
 
 def _inputs_behind(node: Node, limit: int = 10000) -> list:
@@ -230,6 +168,8 @@ class TracerBase:
     # The frame that started the current trace; user stacks are cut there.
     _trace_anchor: Optional[types.FrameType] = None
     _root_frame: Optional[types.FrameType] = None
+    # Per trace: innermost user frame -> its callers' text (see _user_stack).
+    _stack_cache: Optional[dict] = None
 
     # fmt: off
     def create_node(self, kind: str, target: Target, args: Tuple[Argument, ...],
@@ -245,7 +185,7 @@ class TracerBase:
         scope = self.scope
         self.node_name_to_scope[node.name] = (scope.module_path, scope.module_type)
         meta = node.meta
-        if fx_traceback._preserving.get():
+        if _preserving.get():
             current = fx_traceback.get_current_meta()
             stack_trace = current.get("stack_trace")
             if stack_trace:
@@ -263,7 +203,7 @@ class TracerBase:
         elif self.module_stack:
             meta["nn_module_stack"] = self.module_stack.copy()
         if self.record_stack_traces and not meta.get("stack_trace"):
-            text, outer = _user_stack(self._trace_anchor, sys._getframe(1))
+            text, outer = _user_stack(self._trace_anchor, sys._getframe(1), self._stack_cache)
             if outer is not None:
                 self._root_frame = outer
             elif self._root_frame is not None:
@@ -288,16 +228,16 @@ class TracerBase:
 
         For ``placeholder`` nodes ``args`` holds the default value, if any.
         """
-        lowered = (self.create_arg(args), self.create_arg(kwargs))
-        for label, value, kind_needed in zip(("args", "kwargs"), lowered, (tuple, dict)):
-            if not isinstance(value, kind_needed):
-                raise TypeError(
-                    f"create_arg({label}) must return a {kind_needed.__name__}, "
-                    f"got {type(value).__name__}"
-                )
-        node = self.create_node(kind, target, *lowered, name, type_expr)
-        wrap_node = proxy_factory_fn or self.proxy
-        return wrap_node(node)
+        args_ = self.create_arg(args)
+        kwargs_ = self.create_arg(kwargs)
+        if type(args_) is not tuple and not isinstance(args_, tuple):
+            _bad_lowering("args", args_, tuple)
+        if type(kwargs_) is not dict and not isinstance(kwargs_, dict):
+            _bad_lowering("kwargs", kwargs_, dict)
+        node = self.create_node(kind, target, args_, kwargs_, name, type_expr)
+        if proxy_factory_fn is None:
+            return self.proxy(node)
+        return proxy_factory_fn(node)
 
     def create_arg(self, a: Any) -> Argument:
         """Turn a value seen while tracing into something a node can store.
@@ -336,6 +276,12 @@ class TracerBase:
     def keys(self, obj: "Proxy") -> "Proxy":
         """Called for ``proxy.keys()`` (and so for ``**proxy``); records a ``keys`` call."""
         return Attribute(obj, "keys")()
+
+
+def _bad_lowering(label: str, value: Any, kind_needed: type) -> None:
+    raise TypeError(
+        f"create_arg({label}) must return a {kind_needed.__name__}, got {type(value).__name__}"
+    )
 
 
 def _no_nodes_in_key(arg: Argument) -> Any:
