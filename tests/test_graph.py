@@ -286,3 +286,15 @@ def test_many_inserts_at_one_point_keep_order():
     keys = [n._order for n in nodes]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert nodes[1] is inserted[-1]
+
+
+def test_rename_and_namespace_compat():
+    g, x, a, b = small()
+    a._rename("total")
+    assert a.name == "total" and g._by_name["total"] is a and "add" not in g._by_name
+    n = g.call_function(operator.add, (x, 1))
+    assert n.name == "add_1"  # the old name stays reserved
+    reserved = g._graph_namespace.create_name("relu", None)
+    assert reserved == "relu_1"
+    assert g.call_function(torch.relu, (x,)).name == "relu_2"
+    assert "total" in g.python_code("self").src

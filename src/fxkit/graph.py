@@ -130,6 +130,21 @@ def _candidate_name(op: str, target: Target) -> str:
     return name
 
 
+class _NamespaceView:
+    """What code written for torch.fx reaches through ``graph._graph_namespace``."""
+
+    __slots__ = ("_graph",)
+
+    def __init__(self, graph: "Graph") -> None:
+        self._graph = graph
+
+    def create_name(self, candidate: str, obj: Any = None) -> str:
+        """Reserve and return a unique name based on ``candidate``."""
+        name = self._graph._names.allocate(candidate)
+        self._graph._names.retired.add(name)  # reserved even if no node takes it
+        return name
+
+
 class _NodeView:
     """Live view over a graph's nodes: ``len``, iteration, ``reversed``, ``in``.
 
@@ -235,6 +250,11 @@ class Graph:
     def nodes(self) -> _NodeView:
         """All nodes in order; supports ``len``, iteration, ``reversed`` and ``in``."""
         return _NodeView(self)
+
+    @property
+    def _graph_namespace(self) -> "_NamespaceView":
+        """torch.fx-style access to the name allocator (``create_name(candidate, obj)``)."""
+        return _NamespaceView(self)
 
     def output_node(self) -> Node:
         """The graph's ``output`` node (the last node)."""

@@ -680,6 +680,19 @@ class Node:
             return self._repr_fn(self)
         return self.name
 
+    def _rename(self, candidate: str) -> None:
+        """Give this node a fresh unique name based on ``candidate`` (keeps the name index)."""
+        if candidate == self.name:
+            return
+        graph = self.graph
+        new_name = graph._names.allocate(candidate)
+        if graph._by_name.get(self.name) is self:
+            del graph._by_name[self.name]
+            graph._names.retired.add(self.name)
+        self.name = new_name
+        if self._order is not None and not self._erased:
+            graph._by_name[new_name] = self
+
     def _pretty_print_target(self, target: Target) -> str:
         from fxkit.codegen import describe_target
 
