@@ -105,9 +105,40 @@ def _hf_rows() -> list:
     return rows
 
 
+def _hf_block_rows() -> list:
+    """HF blocks that plain symbolic tracing handles (with concrete_args for the optional
+    inputs): fxkit.symbolic_trace vs torch.fx.symbolic_trace on the very same block."""
+    try:
+        import inspect
+
+        import transformers  # noqa: F401
+    except ImportError:
+        return []
+    rows = []
+    for kind, path in (("bert", "encoder.layer.0"), ("gpt2", "h.0.mlp")):
+        block = _hf_model(kind).get_submodule(path)
+        params = inspect.signature(block.forward).parameters.items()
+        concrete = {
+            n: p.default
+            for n, p in params
+            if n != "hidden_states" and p.default is not inspect.Parameter.empty
+        }
+        rows.append(
+            compare(
+                f"trace: HF {kind} block {path} (plain, concrete_args)",
+                lambda b=block, c=concrete: fxt.symbolic_trace(b, concrete_args=c),
+                lambda b=block, c=concrete: tfx.symbolic_trace(b, concrete_args=c),
+                reps=5,
+                target=0.5,
+            )
+        )
+    return rows
+
+
 def run(quick: bool) -> list:
     """Rows for benchmarks.run; quick mode stops at 1000 blocks and skips the HF models."""
     rows = _zoo_rows(quick)
+    rows += _hf_block_rows()
     if not quick:
         rows += _hf_rows()
     sizes = (500, 1000) if quick else (500, 1000, 2000, 4000)

@@ -234,3 +234,23 @@ def test_deeper_models_slow(name: str) -> None:
         torch.testing.assert_close(
             gm(**inputs)["last_hidden_state"], m(**inputs)["last_hidden_state"]
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [("bert", "encoder.layer.0"), ("gpt2", "h.0.mlp")],
+    ids=["BertLayer", "GPT2MLP"],
+)
+def test_plain_trace_of_blocks_matches_torch_fx(name: str, path: str) -> None:
+    import torch.fx as tfx
+
+    block = _model(name).get_submodule(path)
+    concrete = _defaults_except(block, {"hidden_states"})
+    ours = fxkit.symbolic_trace(block, concrete_args=concrete)
+    theirs = tfx.symbolic_trace(block, concrete_args=concrete)
+
+    def ops(gm):
+        # each library's guard helper (_assert_is_none) is its own function: compare by name
+        return [(n.op, n.name, getattr(n.target, "__name__", n.target)) for n in gm.graph.nodes]
+
+    assert ops(ours) == ops(theirs)
