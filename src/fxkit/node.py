@@ -242,7 +242,7 @@ class Node:
         "__weakref__",
         "__dict__",
     )  # fmt: skip
-    # ``__dict__`` lets passes (and PH placeholders) set ad-hoc attributes, as on torch.fx.
+    # ``__dict__`` lets passes (and PH placeholders) set ad-hoc attributes, as torch-fx allows.
     # Rarely-set fields are class-level defaults that an instance overrides in its
     # ``__dict__`` only when set, which keeps the common node small.
     type: Optional[Any] = None

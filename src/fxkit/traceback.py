@@ -1,4 +1,4 @@
-"""Node-metadata preservation and provenance, as ``torch.fx.traceback`` offers it.
+"""Node-metadata preservation and provenance (the torch-fx ``traceback`` module's API).
 
 While :func:`preserve_node_meta` is active, every node a tracer creates copies selected
 fields (``stack_trace``, ``nn_module_stack``, ``source_fn_stack``, ``from_node``, ``custom``
