@@ -228,12 +228,13 @@ class Graph:
         self._by_op_target: Optional[Dict[Tuple[str, Any], Dict[Node, None]]] = None
         self._insert_anchor: Node = self._root  # new nodes go before this (root: the end)
         self._maybe_unordered = False
-        self._owners = 0
         self._owning_module = owning_module
         self._tracer_cls = tracer_cls
         self._tracer_extras = tracer_extras
         self._codegen: CodeGen = CodeGen()
-        self._co_fields: Dict[str, Any] = {}
+        self._co_fields: Dict[
+            str, Any
+        ] = {}  # the traced function's name/file/line (set by the tracer)
 
     # --- ownership -----------------------------------------------------------------------------
 
