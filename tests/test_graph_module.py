@@ -102,6 +102,7 @@ def test_bad_constructor_input():
 def test_recompile_is_lazy_and_picks_up_edits(gm_and_module):
     gm, m = gm_and_module
     assert "_code" not in gm.__dict__  # nothing generated yet
+    assert gm._code == gm.code  # the torch.fx spelling generates on demand too
     x = torch.randn(3, 4)
     gm(x)
     for node in gm.graph.find_nodes(op="call_function", target=operator.add):

@@ -239,6 +239,11 @@ class GraphModule(torch.nn.Module):
         """The Python source of ``forward``."""
         return self._get_python_code().src
 
+    @property
+    def _code(self) -> str:
+        # torch.fx code reads ``gm._code``; here it is generated on demand like ``code``.
+        return self._get_python_code().src
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return torch.nn.Module.__call__(self, *args, **kwargs)
