@@ -12,13 +12,12 @@ in the root's own ``forward`` cannot be handled this way and is raised.
 
 from __future__ import annotations
 
-import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
+from fxkit._frames import _error_location
 from fxkit.node import Node
-from fxkit.proxy import _is_internal
 
 if TYPE_CHECKING:
     from fxkit._symbolic_trace import Tracer
@@ -99,14 +98,6 @@ class _Checkpoint:
         del tracer.leaf_fallbacks[self.n_fallbacks :]
 
 
-def _where(e: BaseException) -> str:
-    found = ""
-    for fs in traceback.extract_tb(e.__traceback__):
-        if not _is_internal(fs.filename):
-            found = f"{fs.filename}:{fs.lineno}"
-    return found
-
-
 # fmt: off
 def trace_or_leaf(tracer: "Tracer", m: torch.nn.Module, qualname: str,
                   forward: Callable[..., Any], args: Tuple[Any, ...],
@@ -120,7 +111,7 @@ def trace_or_leaf(tracer: "Tracer", m: torch.nn.Module, qualname: str,
         if not tracer._should_fall_back(m, qualname, e):
             raise
         mark.rollback(param_cache)
-        fallback = LeafFallback(qualname, type(m).__name__, e, _where(e))
+        fallback = LeafFallback(qualname, type(m).__name__, e, _error_location(e))
         proxy = tracer.create_proxy("call_module", qualname, args, kwargs)
         proxy.node.meta["fxkit_leaf_reason"] = fallback.reason
         tracer.leaf_fallbacks.append(fallback)

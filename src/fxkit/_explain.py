@@ -22,17 +22,17 @@ import argparse
 import importlib
 import linecache
 import sys
-import traceback
 import types
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 
+from fxkit._frames import _error_location
 from fxkit._shape_trace import ShapeAwareTracer
 from fxkit._symbolic_trace import Tracer
 from fxkit.graph_module import GraphModule
 from fxkit.node import Node
-from fxkit.proxy import Proxy, TraceError, _inputs_behind, _is_internal, _user_frame
+from fxkit.proxy import Proxy, TraceError, _inputs_behind, _user_frame
 
 __all__ = ["explain", "ExplainReport", "TraceFailure", "explain_main"]
 
@@ -143,11 +143,7 @@ def _frame_where(frame: Optional[types.FrameType]) -> str:
 
 
 def _error_where(e: BaseException) -> str:
-    found = "<unknown>"
-    for fs in traceback.extract_tb(e.__traceback__):
-        if not _is_internal(fs.filename):
-            found = f"{fs.filename}:{fs.lineno}"
-    return found
+    return _error_location(e) or "<unknown>"
 
 
 _CONSTRUCTS = {

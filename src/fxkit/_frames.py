@@ -7,6 +7,7 @@ import inspect
 import linecache
 import os
 import sys
+import traceback
 import types
 from typing import Dict, Optional, Tuple
 
@@ -51,6 +52,15 @@ def _user_frame(start: Optional[types.FrameType] = None) -> Optional[types.Frame
 def _user_location(start: Optional[types.FrameType] = None) -> str:
     f = _user_frame(start if start is not None else sys._getframe(1))
     return _describe_frame(f) if f is not None else "<unknown location>"
+
+
+def _error_location(e: BaseException) -> str:
+    """``file:line`` of the innermost user frame in ``e``'s traceback ("" if none)."""
+    found = ""
+    for fs in traceback.extract_tb(e.__traceback__):
+        if not _is_internal(fs.filename):
+            found = f"{fs.filename}:{fs.lineno}"
+    return found
 
 
 def _user_stack(

@@ -90,17 +90,14 @@ def map_aggregate(a: Any, fn: Callable[[Any], Any]) -> Any:
     t = type(a)
     if t is tuple:
         return tuple([map_aggregate(x, fn) for x in a])
-
     if t is list or t is immutable_list:
         return immutable_list([map_aggregate(x, fn) for x in a])
-
     if t is dict or t is immutable_dict:
         return immutable_dict({k: map_aggregate(v, fn) for k, v in a.items()})
     if t is slice:
         return slice(
             map_aggregate(a.start, fn), map_aggregate(a.stop, fn), map_aggregate(a.step, fn)
         )
-
     if isinstance(a, tuple):
         items = [map_aggregate(x, fn) for x in a]
         return t(*items) if hasattr(a, "_fields") else t(items)
