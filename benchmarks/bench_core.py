@@ -138,6 +138,7 @@ def run(quick: bool) -> list[Row]:
     # Bytes are reported in the seconds columns' place; the ratio is what matters.
     rows.append(Row(f"memory per node (bytes/1000), {big // 1000}k chain", ours / 1e3 / 1e3,
                     theirs / 1e3 / 1e3, 0.5))  # fmt: skip
+    rows.extend(insert_at_one_point_rows(quick))
     return rows
 
 
@@ -147,3 +148,29 @@ _COUNT = [0]
 def _counter() -> int:
     _COUNT[0] += 1
     return _COUNT[0]
+
+
+def _insert_after_one_node(G, n: int):
+    """``n`` nodes created inside one ``inserting_after(x)`` block: each lands right after
+    ``x``, so the order keys around one spot are exhausted again and again."""
+    g = G.Graph()
+    x = g.placeholder("x")
+    g.output(x)
+    with g.inserting_after(x):
+        for _ in range(n):
+            g.call_function(torch.neg, (x,))
+    return g
+
+
+def insert_at_one_point_rows(quick: bool) -> list[Row]:
+    """Long runs of inserts at one insertion point (amortized O(1) ordering)."""
+    n = 40_000 if quick else 160_000
+    return [
+        compare(
+            f"inserting_after(x) {n // 1000}k times",
+            lambda: _insert_after_one_node(fxkit, n),
+            lambda: _insert_after_one_node(tfx, n),
+            reps=3,
+            target=1.0,
+        )
+    ]

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from fxkit import codegen
 from fxkit.codegen import CodeGen, _PyTreeCodeGen, _PyTreeInfo
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
@@ -114,9 +113,9 @@ def test_values_are_freed_after_last_use():
     g.output(c)
     code = g.python_code("self").src
     lines = [ln.strip() for ln in code.splitlines()]
-    assert "neg = torch.neg(relu);  del relu" in lines
-    assert "tanh = torch.tanh(x);  del tanh" in lines
-    assert "add = neg + x;  del neg, x" in lines
+    assert "neg = torch.neg(relu);  relu = None" in lines
+    assert "tanh = torch.tanh(x);  tanh = None" in lines
+    assert "add = neg + x;  neg = x = None" in lines
 
 
 def test_type_annotations_and_defaults():
@@ -130,7 +129,7 @@ def test_type_annotations_and_defaults():
     out.type = tuple
     code = g.python_code("self").src
     assert (
-        "def forward(self, x : torch.Tensor, y : int = 3, z : typing.List[int] = None) -> tuple:"
+        "def forward(self, x : torch.Tensor, y : int = 3, z : typing_List[int] = None) -> tuple:"
         in code
     )
     assert "mul : torch.Tensor = x * y" in code
@@ -163,8 +162,8 @@ def test_submodule_paths_that_are_not_identifiers():
     g.output((y, w))
     (value, inplace), code = run_graph(g, torch.zeros(1), root=root)
     assert value.item() == 0.0 and inplace is False
-    assert "self._modules['layers']._modules['1'](x)" in code  # no nn.Module.__getattr__
-    assert "getattr(self.layers, '0').inplace" in code
+    assert 'getattr(self.layers, "1")(x)' in code
+    assert 'getattr(self.layers, "0").inplace' in code
 
 
 def test_swapping_a_submodule_takes_effect_without_recompile():
@@ -251,10 +250,12 @@ def test_compile_cache_shares_code_and_registers_linecache():
     first, second = build(), build()
     first(torch.ones(1))
     second(torch.ones(1))
-    assert type(first).forward.__code__ is type(second).forward.__code__
-    filename = type(first).forward.__code__.co_filename
-    assert "torch.sin(x)" in "".join(linecache.getlines(filename))
-    assert codegen.generated_filename(first.code) == filename
+    # One compile, shared bytecode; each module has its own file name (as torch.fx) whose
+    # source linecache serves while the module lives.
+    code_a, code_b = type(first).forward.__code__, type(second).forward.__code__
+    assert code_a.co_code == code_b.co_code and code_a.co_filename != code_b.co_filename
+    for code in (code_a, code_b):
+        assert "torch.sin(x)" in "".join(linecache.getlines(code.co_filename))
 
 
 def test_body_transformer_chain():
@@ -286,5 +287,41 @@ def test_verbose_mode_adds_meta_comments():
     y.meta["stack_trace"] = 'File "model.py", line 7, in forward\n    return relu(x)'
     g.output(y)
     src = g.python_code("self", verbose=True).src
-    assert "# torch.float32[2, 3]" in src and "model.py" in src
+    assert 'relu: "f32[2, 3]" = torch.relu(x)' in src
+    assert "# File: model.py:7 in forward, code: return relu(x)" in src
     assert "model.py" not in g.python_code("self").src
+
+
+def test_module_call_tree_runs_the_same_text_faster_with_the_same_positions():
+    import traceback
+
+    from fxkit.codegen import module_call_tree
+
+    root = torch.nn.Module()
+    root.sub = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    root.act = torch.nn.ReLU()
+    g = Graph()
+    x = g.placeholder("x")
+    h = g.call_module("sub.0", (x,))
+    w = g.get_attr("sub.0.weight")
+    g.output((g.call_module("act", (h,)), w))
+    src = g.python_code("self").src
+    tree = module_call_tree(src, ["sub.0", "act"])
+    assert module_call_tree(src, []) is None and module_call_tree(src, ["other"]) is None
+    name = "<module-call-tree-test>"
+    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+    scope = dict(g.python_code("self").globals)
+    exec(compile(tree, name, "exec"), scope)
+    forward = scope["forward"]
+    out, weight = forward(root, torch.ones(1, 2))
+    assert torch.equal(out, root.act(root.sub(torch.ones(1, 2)))) and weight is root.sub[0].weight
+    root.act = torch.nn.Tanh()  # swapped without recompiling: still takes effect
+    assert torch.equal(forward(root, torch.ones(1, 2))[0], torch.tanh(root.sub(torch.ones(1, 2))))
+    try:
+        forward(root, torch.ones(1, 3))
+    except RuntimeError as e:
+        frame = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == name][0]
+        line = src.splitlines()[frame.lineno - 1]
+        assert line[frame.colno : frame.end_colno] == 'getattr(self.sub, "0")(x)'
+    else:
+        raise AssertionError("expected a shape error")

@@ -2,16 +2,22 @@
 
 After every edit the graph must lint, its generated code must compute what a direct
 node-by-node evaluation computes, and pickling must round-trip the printed graph.
-Refused edits (erasing a used node, a cycle) must raise and leave the graph unchanged.
+Refused edits (erasing a used node, a self-loop) must raise and leave the graph unchanged.
+The last property drives the order keys: random runs of inserts before/after random nodes
+(with a tiny label spacing, so relabelling happens constantly) keep ``graph.nodes`` in the
+order the keys say, place each node where torch.fx would, and lint clean.
 """
 
 import operator
 import pickle
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fxkit import _order as order_module
+from fxkit import node as node_module
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
 
@@ -117,14 +123,25 @@ def apply(graph, step):
             node = candidates[step[1] % len(candidates)]
             later = [n for n in nodes if n >= node and _depends_on(n, node)]
             target = later[step[2] % len(later)]
-            before = str(graph)
-            try:
-                node.update_arg(0, target)
-            except ValueError as exc:
-                assert "cycle" in str(exc)
-                assert str(graph) == before
+            before, old_args = str(graph), node.args
+            if target is node:
+                try:
+                    node.update_arg(0, target)
+                except ValueError as exc:
+                    assert "self-loop" in str(exc)
+                    assert str(graph) == before
+                else:
+                    raise AssertionError("a self-loop must be refused")
             else:
-                raise AssertionError("a cycle must be refused")
+                node.update_arg(0, target)  # accepted, as in torch.fx; lint() reports it
+                try:
+                    graph.lint()
+                except RuntimeError as exc:
+                    assert "was used before it has been defined" in str(exc)
+                else:
+                    raise AssertionError("lint must report a cycle")
+                node.args = old_args
+                assert str(graph) == before
     elif kind == "output":
         out.args = (tuple(nodes[i % len(nodes)] for i in step[1]),)
     elif kind == "move":
@@ -170,3 +187,66 @@ def test_random_edit_sequences_keep_graph_valid(steps):
     for step in steps:
         graph = apply(graph, step)
         check(graph, inputs)
+
+
+insert_run = st.tuples(
+    st.sampled_from(["after", "before", "end", "start"]),
+    st.integers(0, 10_000),  # which node to anchor at
+    st.integers(1, 40),  # how many nodes to create in one block
+)
+
+
+def _expected_order(order: list, kind: str, anchor, new: list) -> list:
+    """Where torch.fx puts a block of new nodes: after(n) and start push each right next to
+    the anchor (latest first); before(n) and end keep creation order."""
+    if kind == "after":
+        i = order.index(anchor) + 1
+        return order[:i] + new[::-1] + order[i:]
+    if kind == "start":
+        return new[::-1] + order
+    if kind == "before":
+        i = order.index(anchor)
+        return order[:i] + new + order[i:]
+    return order[:-1] + new + order[-1:]  # end: before nothing, i.e. after the output
+
+
+@pytest.mark.parametrize("gap", [2, 1 << 32])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs=st.lists(insert_run, min_size=1, max_size=30))
+def test_random_insert_positions_keep_order_keys_consistent(gap, runs):
+    saved = node_module._GAP
+    node_module._GAP = order_module._GAP = gap  # appends and end-of-list respacing
+    try:
+        graph = Graph()
+        x = graph.placeholder("x")
+        out = graph.output(x)
+        order = [x, out]
+        for kind, pick, count in runs:
+            # Anchors keep every node after x: "before" never picks x, "after" never the end.
+            choices = order[1:] if kind == "before" else order[:-1]
+            anchor = choices[pick % len(choices)]
+            point = {
+                "after": lambda: graph.inserting_after(anchor),
+                "before": lambda: graph.inserting_before(anchor),
+                "end": lambda: graph.inserting_after(None),
+                "start": lambda: graph.inserting_before(None),
+            }[kind]
+            if kind == "start":
+                anchor = x
+            with point():
+                new = [graph.call_function(torch.neg, (x,)) for _ in range(count)]
+            if kind == "start":  # new nodes come before x: keep the graph valid
+                for n in new:
+                    graph.erase_node(n)
+                continue
+            if kind == "end":
+                order = order + new
+            else:
+                order = _expected_order(order, kind, anchor, new)
+            assert list(graph.nodes) == order
+            keys = [n._order for n in graph.nodes]
+            assert all(a < b for a, b in zip(keys, keys[1:]))
+            assert all((a < b) for a, b in zip(order, order[1:]))
+        graph.lint()
+    finally:
+        node_module._GAP = order_module._GAP = saved

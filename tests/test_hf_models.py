@@ -15,7 +15,8 @@ What needs which mode:
   inputs are specialised to their defaults, ``torch.jit.is_tracing()`` answers True to the
   model code (HF then skips its data-dependent shortcuts), tensor factories called with traced
   sizes are recorded, and HF's vmap-based causal-mask builders are recorded as one call.
-  ``use_cache`` is turned off in the configs: a ``DynamicCache`` output is not a tensor graph.
+  ``use_cache`` is turned off in most configs here; with it on (the default, tested below) the
+  returned ``DynamicCache`` is a tuple of tensors in the graph, rebuilt around the result.
 * HF's own ``transformers.utils.fx.symbolic_trace`` (the torch.fx-side reference) traces BERT
   and T5 in 4.57 but fails on GPT-2 and Llama (its proxies reach ``torch.vmap``).
 """
@@ -254,3 +255,59 @@ def test_plain_trace_of_blocks_matches_torch_fx(name: str, path: str) -> None:
         return [(n.op, n.name, getattr(n.target, "__name__", n.target)) for n in gm.graph.nodes]
 
     assert ops(ours) == ops(theirs)
+
+
+# --- default configs (use_cache=True) and the models' own output types -------------------------
+# ``shape_trace`` is what ``symbolic_trace(m, example_inputs=...)`` runs; it returns a module that
+# checks its guards and hands back the model's output type.
+
+
+def _legacy(cache) -> list:
+    return [t for layer in cache.to_legacy_cache() for t in layer]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_default_config_with_cache_traces_and_returns_the_output_type(name: str) -> None:
+    from fxkit._shape_trace import GuardError
+
+    torch.manual_seed(0)
+    m = MODELS[name][0]().eval()
+    assert m.config.use_cache  # the default
+    inputs = _inputs("ids")
+    gm = fxkit.symbolic_trace(m, example_inputs=inputs)
+    for b, n in ((2, 7), (3, 11)):  # the traced size and another one
+        ids = _ids(b, n)
+        with torch.no_grad():
+            got, want = gm(input_ids=ids), m(input_ids=ids)
+        assert type(got) is type(want)
+        torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state)
+        torch.testing.assert_close(got[0], want[0])
+        assert type(got.past_key_values) is type(want.past_key_values)
+        for a, e in zip(_legacy(got.past_key_values), _legacy(want.past_key_values)):
+            torch.testing.assert_close(a, e)
+    assert gm.meta["fxkit_guards"].checks
+    ids = _ids()[0]  # one dimension fewer: the same answer as eager, or refused
+    with torch.no_grad():
+        try:
+            got = gm(input_ids=ids)
+        except GuardError:
+            return
+        want = m(input_ids=ids)
+    torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state)
+
+
+def test_causal_lm_returns_its_output_type() -> None:
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    m = transformers.LlamaForCausalLM(cfg).eval()
+    ids = _ids()
+    gm = fxkit.symbolic_trace(m, example_inputs={"input_ids": ids})
+    with torch.no_grad():
+        got, want = gm(input_ids=ids), m(input_ids=ids)
+    assert type(got).__name__ == "CausalLMOutputWithPast" and type(got) is type(want)
+    torch.testing.assert_close(got.logits, want.logits)
+    torch.testing.assert_close(got[0], want[0])

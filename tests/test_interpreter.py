@@ -296,13 +296,17 @@ def test_exception_keeps_its_type_and_gets_a_note_naming_the_node():
     assert "boom" in notes
     assert "call_function" in notes
     assert "explode" in notes
-    assert "model.py" in notes and "line 12" in notes
+    # torch.fx's text goes into the message itself: the node, then the user's line
+    message = str(info.value)
+    assert message.startswith("kaput\n\nWhile executing %boom")
+    assert "model.py" in message and "line 12" in message
 
 
-def test_key_error_stays_a_key_error():
+def test_key_error_becomes_runtime_error_as_in_torch_fx():
     gm = failing_graph(lambda d: {}["nope"])
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(RuntimeError) as info:
         Interpreter(gm).run(1)
+    assert isinstance(info.value.__cause__, KeyError)
     assert any("boom" in n for n in info.value.__notes__)
 
 
@@ -351,7 +355,6 @@ def test_reading_a_freed_or_missing_value_is_reported():
         (42, None, TypeError),
         (torch.nn.Linear(2, 2), None, TypeError),
         (torch.nn.Linear(2, 2), "not a graph", TypeError),
-        (torch.nn.Linear(2, 2), tfx.Graph(), TypeError),
     ],
 )
 def test_bad_constructor_arguments(module, graph, exc):
@@ -360,14 +363,15 @@ def test_bad_constructor_arguments(module, graph, exc):
 
 
 def test_wrong_target_types_in_hooks():
+    # torch.fx asserts on these.
     interp = Interpreter(GraphModule(torch.nn.Module(), chain(fxkit, 1)))
-    with pytest.raises(TypeError):
+    with pytest.raises(AssertionError):
         interp.call_function("relu", (1,), {})
-    with pytest.raises(TypeError):
+    with pytest.raises(AssertionError):
         interp.call_method(torch.relu, (1,), {})
-    with pytest.raises(TypeError):
+    with pytest.raises(AssertionError):
         interp.call_module(torch.relu, (1,), {})
-    with pytest.raises(TypeError):
+    with pytest.raises(AssertionError):
         interp.get_attr(3, (), {})
 
 
@@ -574,10 +578,8 @@ def test_transformer_keeps_node_meta():
 
 
 def test_transformer_rejects_plain_modules():
-    with pytest.raises(TypeError, match="GraphModule"):
+    with pytest.raises(AttributeError, match="GraphModule"):
         Transformer(torch.nn.Linear(2, 2))
-    with pytest.raises(TypeError, match="GraphModule"):
-        Transformer(tfx.symbolic_trace(Net()))
 
 
 def test_transformer_decomposition_through_proxies():

@@ -75,9 +75,9 @@ def test_replace_all_uses_with_propagate_meta():
     assert new.meta["val"] == 1
     other = g.call_function(torch.neg, (x,))
     other.meta["x"] = 2
-    with pytest.raises(ValueError, match="empty meta"):
+    with pytest.raises(AssertionError, match="already has .meta keys"):
         new.replace_all_uses_with(other, propagate_meta=True)
-    assert list(new.users) == [b]
+    assert list(new.users) == [b] and other.meta == {"x": 2}
 
 
 def test_replace_input_update_insert():
@@ -96,49 +96,55 @@ def test_replace_input_update_insert():
         a.insert_arg(9, 1)
 
 
-def test_cycle_via_update_arg_is_refused_and_graph_unchanged():
+def test_self_loop_is_refused_and_longer_cycles_are_left_to_lint():
     g, x, a, b, c, _ = chain()
     before = str(g)
-    with pytest.raises(ValueError, match="cycle"):
-        a.update_arg(0, c)
-    with pytest.raises(ValueError, match="cycle"):
+    with pytest.raises(ValueError, match="self-loop"):
         a.update_arg(0, a)
     assert str(g) == before
     g.lint()
+    a.update_arg(0, c)  # accepted, as torch.fx does; lint reports it
+    with pytest.raises(RuntimeError, match="was used before it has been defined"):
+        g.lint()
 
 
-def test_node_from_other_graph_is_refused():
+def test_node_from_other_graph_is_accepted_until_lint():
     g, x, a, *_ = chain()
     other = Graph()
     y = other.placeholder("y")
-    before = str(g)
-    with pytest.raises(ValueError, match="another graph"):
-        a.update_arg(0, y)
-    with pytest.raises(ValueError, match="another graph"):
-        g.call_function(torch.relu, (y,))
-    assert str(g) == before
-    assert "relu_1" not in g._names.used  # refused node took no name
+    a.update_arg(0, y)
+    assert a in y.users
+    with pytest.raises(RuntimeError, match="does not belong to this Graph"):
+        g.lint()
+    a.update_arg(0, x)
+    g.lint()
+    n = g.call_function(torch.relu, (y,))
+    with pytest.raises(RuntimeError, match="Argument 'y' of Node 'relu_1' does not belong"):
+        g.lint()
+    g.erase_node(n)
+    g.lint()
 
 
-def test_erased_node_cannot_be_used():
+def test_erased_node_is_accepted_until_lint():
     g, x, a, b, c, out = chain()
     dead = g.call_function(torch.neg, (x,))
     g.erase_node(dead)
-    with pytest.raises(ValueError, match="erased"):
-        b.args = (dead,)
+    b.args = (dead,)
+    with pytest.raises(RuntimeError, match="it was erased"):
+        g.lint()
 
 
 def test_bad_construction():
     g = Graph()
-    with pytest.raises(ValueError, match="opcode"):
+    with pytest.raises(AssertionError, match="is not in _legal_ops"):
         g.create_node("call_fn", torch.relu)
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(ValueError, match="but a Callable is expected"):
         g.create_node("call_function", "relu")
-    with pytest.raises(TypeError, match="string target"):
+    with pytest.raises(ValueError, match="but a str is expected"):
         g.create_node("call_module", torch.relu)
-    with pytest.raises(TypeError, match="tuple"):
+    with pytest.raises(AssertionError, match="tuple"):
         g.create_node("call_function", torch.relu, [1])
-    with pytest.raises(TypeError, match="dict"):
+    with pytest.raises(AssertionError, match="dict"):
         g.create_node("call_function", torch.relu, (), [1])
     assert len(g.nodes) == 0
 
@@ -148,8 +154,8 @@ def test_target_setter_keeps_find_nodes_index():
     a.target = operator.mul
     assert g.find_nodes(op="call_function", target=operator.mul) == [a]
     assert g.find_nodes(op="call_function", target=operator.add) == []
-    with pytest.raises(TypeError):
-        a.target = "mul"
+    a.target = "mul"  # unchecked, as in torch.fx; lint() with an owning module reports it
+    assert g.find_nodes(op="call_function", target="mul") == [a]
 
 
 def test_prepend_append_move_nodes():
@@ -216,7 +222,7 @@ def test_normalized_arguments():
     g = Graph()
     x = g.placeholder("x")
     n = g.call_function(torch.add, (x, x), {"alpha": 2})
-    with pytest.raises(RuntimeError, match="overloads"):
+    with pytest.raises(RuntimeError, match="ambiguous|overloads"):
         n.normalized_arguments(torch.nn.Module())
     pair = n.normalized_arguments(
         torch.nn.Module(), (torch.Tensor, torch.Tensor), {"alpha": int}, True

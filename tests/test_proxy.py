@@ -204,7 +204,7 @@ def test_create_arg_containers_and_constants() -> None:
     assert t.create_arg(Custom()) == ("custom", True)
     with pytest.raises(NotImplementedError, match="argument of type"):
         t.create_arg(object())
-    with pytest.raises(TraceError, match="keys .* cannot contain a Node"):
+    with pytest.raises(RuntimeError, match="Keys for dictionaries .* cannot contain a Node"):
         t.create_arg({(x, 1): 2})
 
 

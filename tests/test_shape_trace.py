@@ -267,7 +267,9 @@ def test_explain_lists_every_site_with_kind_and_fix() -> None:
 
 def test_explain_without_inputs_and_leafing() -> None:
     report = explain(Many())
-    assert {f.kind for f in report} == {"unknown"}
+    # Only the defaulted ``flag`` has a known value; the tensor-driven sites stay unknown.
+    assert {f.kind for f in report} == {"unknown", "input-value"}
+    assert [f.source for f in report if f.kind == "input-value"] == ["if flag > 0:"]
     assert "lenny" in report.leaf_modules
     assert report.graph_module is not None
 

@@ -470,8 +470,10 @@ def test_bound_method_root_gets_a_hint() -> None:
 
 
 def test_bad_concrete_args() -> None:
-    with pytest.raises(TypeError, match=r"\['flga'\] are not parameters of flag_fn"):
-        symbolic_trace(flag_fn, concrete_args={"flga": True})
+    # torch.fx ignores unknown names (the trace then fails where `flag` is used): fxkit warns.
+    with pytest.warns(UserWarning, match=r"\['flga'\] are not parameters of flag_fn"):
+        with pytest.raises(TraceError, match="control flow"):
+            symbolic_trace(flag_fn, concrete_args={"flga": True})
     with pytest.raises(TypeError, match="must be a dict"):
         symbolic_trace(flag_fn, concrete_args=["flag"])  # type: ignore[arg-type]
     symbolic_trace(zoo.VarArgs(), concrete_args={"kwargs": {}})  # var-param names are accepted
@@ -537,13 +539,11 @@ def test_wrap_bad_inputs() -> None:
         wrap("len")
     with pytest.raises(TypeError, match="callable or string"):
         wrap(42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="lambda"):
+    with pytest.raises(NotImplementedError, match="top level of a module"):
         wrap(lambda x: x)
     with pytest.raises(TypeError, match="no __name__"):
         wrap(functools.partial(flag_fn))
     ns: dict = {"wrap": wrap}
-    with pytest.raises(NameError, match="no global or builtin named 'not_defined_anywhere'"):
-        exec("wrap('not_defined_anywhere')", ns)
     before = dict(st._wrapped_fns_to_patch)
     exec("def g(x):\n    return x\nwrap('g')", ns)
     assert len(st._wrapped_fns_to_patch) == len(before) + 1
@@ -553,8 +553,7 @@ def test_wrap_bad_inputs() -> None:
 def test_tracer_rejects_bad_autowrap() -> None:
     with pytest.raises(TypeError, match="autowrap_modules"):
         Tracer(autowrap_modules=("math",))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="autowrap_functions"):
-        Tracer(autowrap_functions=(1,))  # type: ignore[arg-type]
+    Tracer(autowrap_functions=(1,))  # type: ignore[arg-type]  (accepted, as by torch.fx)
 
 
 def test_symbolic_trace_returns_named_graph_module() -> None:

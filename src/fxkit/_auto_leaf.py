@@ -8,10 +8,16 @@ instead. Its ``meta["fxkit_leaf_reason"]`` says what failed and where.
 
 The innermost failing module is the one made a leaf; its parents carry on tracing. A failure
 in the root's own ``forward`` cannot be handled this way and is raised.
+
+Inputs of the root that default to ``None`` are specialised to ``None``
+(:func:`none_defaults_as_concrete`), as shape-aware tracing does: otherwise ``if mask is not
+None`` would see a Proxy, take the branch eager code skips, and a leaf made inside that branch
+would run at call time with ``mask=None`` and quietly compute something else.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -96,6 +102,33 @@ class _Checkpoint:
             tracer.num_calls[qualname] -= 1
         # Fallbacks inside the failed attempt are moot: the whole module is a leaf now.
         del tracer.leaf_fallbacks[self.n_fallbacks :]
+
+
+def none_defaults_as_concrete(
+    root: Any, concrete_args: Any = None, traced_func_name: str = "forward"
+) -> Any:
+    """``concrete_args`` plus ``name: None`` for each input of ``root`` that defaults to
+    ``None`` and is not already given (a tuple of positional values is returned as is).
+
+    ``symbolic_trace(m, on_error="leaf")`` traces with these, so calling the result with
+    such an input left out takes the branch eager code takes; passing a value for it
+    fails loudly (the ``None`` specialisation is asserted) instead of being ignored.
+    """
+    if concrete_args is not None and not isinstance(concrete_args, dict):
+        return concrete_args
+    fn = getattr(type(root), traced_func_name, None) if isinstance(root, torch.nn.Module) else root
+    try:
+        params = inspect.signature(inspect.unwrap(fn)).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return concrete_args
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    given = dict(concrete_args or {})
+    found = {
+        n: None
+        for n, p in params.items()
+        if p.default is None and p.kind in named and n not in given
+    }
+    return {**given, **found} if found else concrete_args
 
 
 # fmt: off

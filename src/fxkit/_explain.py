@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import linecache
 import sys
 import types
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from fxkit._auto_leaf import none_defaults_as_concrete
 from fxkit._frames import _error_location
-from fxkit._shape_trace import ShapeAwareTracer
+from fxkit._shape_trace import _NO_VAL, ShapeAwareTracer
 from fxkit._symbolic_trace import Tracer
 from fxkit.graph_module import GraphModule
 from fxkit.node import Node
@@ -165,14 +167,17 @@ class _ExplainTracer(ShapeAwareTracer):
         self._has_examples = example_inputs is not None
 
     def _classify(self, node: Node) -> str:
+        if "val" in node.meta:
+            # An input that is not a tensor (often a defaulted flag or count) decides it.
+            inputs = set(_inputs_behind(node))
+            for ph in self.graph.find_nodes(op="placeholder"):
+                val = ph.meta.get("val", _NO_VAL)
+                if ph.name in inputs and val is not _NO_VAL and not isinstance(val, torch.Tensor):
+                    return "input-value"
         if not self._has_examples:
             return "unknown"
         if "val" not in node.meta:
             return "data-dependent" if "val_error" in node.meta else "unknown"
-        inputs = set(_inputs_behind(node))
-        for ph in self.graph.find_nodes(op="placeholder"):
-            if ph.name in inputs and not isinstance(ph.meta.get("val"), torch.Tensor):
-                return "input-value"
         return "shape-dependent"
 
     def _record(self, node: Node, construct: str, kind: str, where: str, outcome: str) -> None:
@@ -230,7 +235,7 @@ class _ExplainTracer(ShapeAwareTracer):
 
 
 def _short(node: Node) -> str:
-    text = node.format_node()
+    text = node.format_node() or ""
     text = text.split(" = ", 1)[-1].strip()
     return text if len(text) <= 120 else text[:117] + "..."
 
@@ -252,11 +257,13 @@ def explain(
         raise TypeError(f"concrete_args must be a dict, got {type(concrete_args).__name__}")
     name = type(m).__name__ if isinstance(m, torch.nn.Module) else m.__name__
     report = ExplainReport(name)
-    try:
-        Tracer().trace(m, concrete_args)
-        report.plain_ok = True
-    except Exception:  # noqa: BLE001  (the detailed pass below says what went wrong)
-        report.plain_ok = False
+    plain_error = _plain_trace_error(m, concrete_args)
+    report.plain_ok = plain_error is None
+    # Inputs defaulting to None are specialised to None below (as shape-aware tracing does);
+    # if they are what stops plain tracing, that is the first site.
+    nones = _none_defaults(m, len(example_inputs), concrete_args)
+    if nones and plain_error is not None:
+        _note_none_defaults(report, m, concrete_args, nones, plain_error)
     if example_inputs:
         probe = ShapeAwareTracer(example_inputs)
         try:
@@ -265,11 +272,14 @@ def explain(
         except Exception:  # noqa: BLE001
             report.shape_aware_ok = False
     # jit_tracing stays off here: the sites listed are the ones plain symbolic_trace meets.
+    # Other defaulted inputs stay inputs, as in plain tracing, but questions about them are
+    # answered from their defaults, so the sites they cause are listed and traced past.
     tracer = _ExplainTracer(
-        report, example_inputs or None, specialize_defaults=bool(example_inputs), jit_tracing=False
-    )
+        report, example_inputs or None, specialize_defaults=False, defaults_as_values=True,
+        jit_tracing=False,
+    )  # fmt: skip
     try:
-        graph = tracer.trace(m, concrete_args)
+        graph = tracer.trace(m, {**nones, **(concrete_args or {})})
     except Exception as e:  # noqa: BLE001
         report.fatal = e
         if getattr(e, "_fxkit_recorded", False):
@@ -292,6 +302,45 @@ def explain(
     return report
 
 
+def _plain_trace_error(m: Any, concrete_args: Optional[Dict[str, Any]]) -> Optional[Exception]:
+    try:
+        Tracer().trace(m, concrete_args)
+    except Exception as e:  # noqa: BLE001  (the detailed pass says what went wrong)
+        return e
+    return None
+
+
+def _none_defaults(m: Any, n_given: int, concrete_args: Optional[Dict[str, Any]]) -> Dict:
+    """Inputs after the ``n_given`` positional example inputs that default to None."""
+    found = none_defaults_as_concrete(m, concrete_args) or {}
+    fn = type(m).forward if isinstance(m, torch.nn.Module) else m
+    names = list(inspect.signature(inspect.unwrap(fn)).parameters)
+    positional = set(names[int(isinstance(m, torch.nn.Module)) :][:n_given])
+    given = set(concrete_args or ())
+    return {k: v for k, v in found.items() if k not in given and k not in positional}
+
+
+# fmt: off
+def _note_none_defaults(report: ExplainReport, m: Any, concrete_args: Optional[Dict[str, Any]],
+                        nones: Dict[str, Any], plain_error: Exception) -> None:
+    # fmt: on
+    where = _error_where(plain_error)
+    after = _plain_trace_error(m, {**nones, **(concrete_args or {})})
+    if after is not None and _error_where(after) == where:
+        return  # plain tracing stops at the same place with them specialised: not their doing
+    names = ", ".join(f"{n!r}: None" for n in nones)
+    msg = str(plain_error).strip().splitlines()
+    report.failures.append(
+        TraceFailure(
+            where, _source_line(where), "", "inputs defaulting to None", "input-value",
+            f"{', '.join(nones)} are Proxies, not None, in plain tracing "
+            f"({type(plain_error).__name__}: {msg[0] if msg else ''})",
+            f"pass the defaults as constants: symbolic_trace(m, concrete_args={{{names}}})",
+            "specialised to None to go on",
+        )
+    )  # fmt: skip
+
+
 def _load(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -302,34 +351,95 @@ def _load(target: str) -> Any:
     return obj
 
 
+EXPLAIN_HELP = "why tracing fails, every site at once: fxkit explain pkg.mod:Class --input-shape 2,3"
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``fxkit explain`` (shared by :func:`explain_main` and ``fxkit``)."""
+    parser.add_argument("target", help="module.path:ClassName (or :function, or :instance)")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="D0,D1,...",
+                        help="shape of one positional input (repeat for more)")  # fmt: skip
+    parser.add_argument("--dtype", default="float32", help="dtype of the inputs")
+
+
+def _parse_shape(text: str) -> Tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.split(",") if d.strip())
+    except ValueError:
+        dims = (-1,)
+    if any(d < 0 for d in dims):
+        raise ValueError(
+            f"--input-shape {text!r} is not a shape: expected non-negative integers separated "
+            "by commas, e.g. --input-shape 2,3"
+        )
+    return dims
+
+
+class _UsageError(Exception):
+    """Bad command-line input: one line on stderr, exit status 2."""
+
+
+def _build(obj: Any, target: str) -> Any:
+    if not isinstance(obj, type):
+        return obj
+    try:
+        return obj()
+    except TypeError as e:
+        raise _UsageError(
+            f"cannot build {target} without arguments ({e}); point to a module instance "
+            "instead (module.path:instance_name)"
+        ) from e
+
+
+def _check_runs(obj: Any, inputs: List[torch.Tensor], shapes: List[Tuple[int, ...]]) -> None:
+    # Explain is for code that runs but does not trace: inputs it cannot even run on are a
+    # usage error, said in one line rather than as a report full of unrelated sites.
+    try:
+        with torch.no_grad():
+            obj(*inputs)
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()
+        given = ", ".join(str(s) for s in shapes) or "no inputs"
+        raise _UsageError(
+            f"the model does not run on inputs of shape {given}: {type(e).__name__}: "
+            f"{first[0] if first else ''}; check --input-shape"
+        ) from e
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """Run ``fxkit explain`` for parsed arguments (see :func:`explain_main`)."""
+    try:
+        obj = _load(args.target)
+        shapes = [_parse_shape(s) for s in args.input_shape]
+        dtype = getattr(torch, args.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {args.dtype!r}")
+        obj = _build(obj, args.target)
+        if isinstance(obj, str) or not callable(obj):
+            raise ValueError(f"{args.target} is not a module or function")
+        inputs = [
+            torch.randn(s, dtype=dtype) if dtype.is_floating_point else torch.zeros(s, dtype=dtype)
+            for s in shapes
+        ]
+        _check_runs(obj, inputs, shapes)
+    except (ImportError, AttributeError, ValueError, _UsageError) as e:
+        print(f"fxkit explain: {e}", file=sys.stderr)
+        return 2
+    if not isinstance(obj, (torch.nn.Module, types.FunctionType)):
+        print(f"fxkit explain: {args.target} is not an nn.Module or a function", file=sys.stderr)
+        return 2
+    report = explain(obj, *inputs)
+    print(report)
+    return 0 if report.plain_ok else 1
+
+
 def explain_main(argv: Optional[Sequence[str]] = None) -> int:
     """``fxkit explain module.path:ClassName --input-shape 2,3 [--input-shape ...]``.
 
     Builds the module with no arguments (a class) or uses it as is (an instance/function),
-    makes random float inputs of the given shapes, prints the report. Exit status 0 when
-    plain tracing works, 1 when it does not, 2 on bad arguments.
+    makes random inputs of the given shapes, prints the report. Exit status 0 when plain
+    tracing works, 1 when it does not, 2 on bad arguments (one line on stderr).
     """
     parser = argparse.ArgumentParser(prog="fxkit explain", description=explain_main.__doc__)
-    parser.add_argument("target", help="module.path:ClassName (or :function)")
-    parser.add_argument("--input-shape", action="append", default=[], metavar="D0,D1,...",
-                        help="shape of one positional input (repeat for more)")  # fmt: skip
-    parser.add_argument("--dtype", default="float32", help="dtype of the inputs")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        obj = _load(args.target)
-        shapes = [tuple(int(d) for d in s.split(",") if d.strip()) for s in args.input_shape]
-        dtype = getattr(torch, args.dtype)
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"unknown dtype {args.dtype!r}")
-    except (ImportError, AttributeError, ValueError) as e:
-        print(f"fxkit explain: {e}", file=sys.stderr)
-        return 2
-    if isinstance(obj, type):
-        obj = obj()
-    inputs = [
-        torch.randn(s, dtype=dtype) if dtype.is_floating_point else torch.zeros(s, dtype=dtype)
-        for s in shapes
-    ]
-    report = explain(obj, *inputs)
-    print(report)
-    return 0 if report.plain_ok else 1
+    add_explain_arguments(parser)
+    return run_explain(parser.parse_args(list(argv) if argv is not None else None))

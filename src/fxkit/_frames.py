@@ -129,3 +129,20 @@ def _user_frames(
         outer = None
     parts.reverse()
     return parts, outer, resumable
+
+
+def generated_code_report(exc: BaseException, filename: str, line: int) -> str:
+    """The text torch.fx writes to stderr when a line of a GraphModule's generated forward
+    raises: the traceback, then that line with the one before and two after, marked."""
+    source = linecache.getlines(filename)
+    failing = source[line - 1].strip() if 0 < line <= len(source) else ""
+    return "\n".join(
+        [
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            f"Call using an FX-traced Module, line {line} of the traced Module's generated "
+            "forward function:",
+            "".join(source[line - 2 : line]),
+            "~" * (len(failing) + 3) + " <--- HERE",
+            "\n".join(source[line : line + 2]),
+        ]
+    )

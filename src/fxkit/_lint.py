@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List
 
 import torch
 
-from fxkit.node import _STRING_TARGET_OPS, OPCODES, Node
+from fxkit.node import OPCODES, Node
 
 if TYPE_CHECKING:
     from fxkit.graph import Graph
@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 __all__ = ["GraphLintError", "lint_graph"]
 
 
-class GraphLintError(RuntimeError):
-    """Raised by ``Graph.lint()``; the message names the bad node and shows its neighbours."""
+# lint() raises torch.fx's builtin types themselves (RuntimeError, ValueError for a target of
+# the wrong kind), so code comparing exception types by name sees the same thing; this name
+# stays for code that imported it.
+GraphLintError = RuntimeError
 
 
 def _context(nodes: List[Node], index: int, radius: int = 2) -> str:
@@ -30,67 +32,91 @@ def _context(nodes: List[Node], index: int, radius: int = 2) -> str:
     return "\n".join(lines)
 
 
-def _fail(nodes: List[Node], index: int, message: str) -> None:
-    raise GraphLintError(f"{message}\n{_context(nodes, index)}")
+def _fail(nodes: List[Node], index: int, message: str, kind: type = RuntimeError) -> None:
+    # torch.fx's sentence first (code may match on it), then where it happened.
+    raise kind(f"{message}\nlint: the problem is at the node marked >>:\n{_context(nodes, index)}")
 
 
 def lint_graph(graph: "Graph") -> None:
-    """Raise :class:`GraphLintError` on the first structural problem found."""
+    """Raise on the first structural problem, with torch.fx's exception type and text.
+
+    The checks and their order follow torch.fx: opcodes, ownership, inputs defined before use
+    (which also catches erased inputs and cycles), unique names; then, with an owning module,
+    target kinds and that get_attr/call_module targets exist. fxkit also checks that the
+    users/inputs bookkeeping agrees.
+    """
     nodes = list(graph.nodes)
     if len(nodes) != graph._len:
-        raise GraphLintError(f"graph says it has {graph._len} nodes but {len(nodes)} are linked")
+        raise RuntimeError(f"graph says it has {graph._len} nodes but {len(nodes)} are linked")
     defined: set = set()
-    names: dict = {}
-    outputs = 0
-    root = graph.owning_module
+    names: set = set()
     for i, node in enumerate(nodes):
-        where = f"node {node.name!r} ({node.op})"
-        if node.graph is not graph:
-            _fail(nodes, i, f"lint: {where} belongs to another graph")
         if node.op not in OPCODES or node.op == "root":
-            _fail(nodes, i, f"lint: {where} has an unknown opcode")
-        if node.op in _STRING_TARGET_OPS and not isinstance(node.target, str):
-            _fail(nodes, i, f"lint: {where} needs a string target, has {node.target!r}")
-        if node.op == "call_function" and not callable(node.target):
-            _fail(nodes, i, f"lint: {where} has a non-callable target {node.target!r}")
-        if node.name in names:
-            _fail(nodes, i, f"lint: {where} reuses the name of an earlier node")
-        names[node.name] = node
+            _fail(nodes, i, f"Node {node} had unknown opcode {node.op}!")
+        if node.graph is not graph:
+            _fail(nodes, i, f"Node '{node}' does not belong to this Graph!")
         for inp in node._input_nodes:
             if inp.graph is not graph:
-                _fail(nodes, i, f"lint: {where} uses {inp.name!r} from another graph")
-            if inp._erased:
-                _fail(nodes, i, f"lint: {where} uses erased node {inp.name!r}")
+                _fail(
+                    nodes, i,
+                    f"Argument '{inp}' of Node '{node}' does not belong to this Graph, but was "
+                    "used as an argument! If you are copying nodes from another graph, make "
+                    "sure to use ``arg_transform`` on node_copy() to remap values",
+                )  # fmt: skip
             if inp not in defined:
-                _fail(nodes, i, f"lint: {where} uses {inp.name!r} before it is defined")
+                state = " (it was erased)" if inp._erased else ""
+                _fail(
+                    nodes, i,
+                    f"Argument '{inp}' of Node '{node}' was used before it has been defined! "
+                    f"Please check that Nodes in the graph are topologically ordered{state}",
+                )  # fmt: skip
             if node not in inp.users:
-                _fail(nodes, i, f"lint: {where} reads {inp.name!r} but is not among its users")
+                _fail(nodes, i, f"lint: {node.name!r} reads {inp.name!r} but is not its user")
+        defined.add(node)
+        if node.name in names:
+            _fail(nodes, i, f"Node redefined name {node.name}!")
+        names.add(node.name)
         for user in node.users:
             if node not in user._input_nodes:
-                _fail(nodes, i, f"lint: {where} lists {user.name!r} as a user that doesn't use it")
-            if user._erased or user.graph is not graph:
-                _fail(nodes, i, f"lint: {where} has a stale user {user.name!r}")
-        if node.op == "output":
-            outputs += 1
-            if outputs > 1:
-                _fail(nodes, i, "lint: the graph has more than one output node")
-        if root is not None and node.op in ("get_attr", "call_module"):
+                _fail(nodes, i, f"lint: {node.name!r} lists {user.name!r} as a user; it isn't")
+    root = graph.owning_module
+    if root is None:
+        return
+    for i, node in enumerate(nodes):
+        target = node.target
+        if node.op == "call_function":
+            if not callable(target):
+                _fail(nodes, i, _kind_text(node, "a Callable"), ValueError)
+        elif not isinstance(target, str):
+            _fail(nodes, i, _kind_text(node, "a str"), ValueError)
+        if node.op in ("get_attr", "call_module"):
             _check_target(nodes, i, root)
-        defined.add(node)
+
+
+def _kind_text(node: Node, expected: str) -> str:
+    return (
+        f"Node {node} target {node.target} has type {torch.typename(node.target)} but "
+        f"{expected} is expected"
+    )
 
 
 def _check_target(nodes: List[Node], index: int, root: torch.nn.Module) -> None:
     node = nodes[index]
-    obj = root
-    walked = []
-    for part in node.target.split("."):
-        walked.append(part)
-        if not hasattr(obj, part):
+    obj: object = root
+    atoms = node.target.split(".")
+    for i, atom in enumerate(atoms):
+        found = getattr(obj, atom, None)
+        seen = ".".join(atoms[:i])
+        if found is None:
             _fail(
                 nodes, index,
-                f"lint: {node.op} node {node.name!r} targets {node.target!r}, but the owning "
-                f"module has no attribute {'.'.join(walked)!r}",
+                f"Node {node} target {node.target} references nonexistent attribute {atom} "
+                f"of {seen}",
             )  # fmt: skip
-        obj = getattr(obj, part)
-    if node.op == "call_module" and not isinstance(obj, torch.nn.Module):
-        _fail(nodes, index, f"lint: call_module target {node.target!r} is not a Module")
+        if node.op == "call_module" and not isinstance(found, torch.nn.Module):
+            _fail(
+                nodes, index,
+                f"Node {node} target {node.target} {atom} of {seen} does not reference an "
+                "nn.Module",
+            )  # fmt: skip
+        obj = found

@@ -203,6 +203,39 @@ def _function_trampoline(key: tuple, orig: Callable) -> Callable:
     return trampoline
 
 
+def _method_trampoline(key: tuple, orig: Callable) -> Callable:
+    # A method registered with torch.fx's wrap (torch.fx keeps a list of (class, name)):
+    # a call given a Proxy anywhere in its arguments is recorded as call_method.
+    name = key[1]
+
+    def method(*args: Any, **kwargs: Any) -> Any:
+        run = _current_run.get()
+        if run is not None and key in run.active:
+            proxy = _find_proxy((args, kwargs))
+            if proxy is not None:
+                return proxy.tracer.create_proxy("call_method", name, args, kwargs)
+        return orig(*args, **kwargs)
+
+    try:
+        functools.update_wrapper(method, orig)
+    except (AttributeError, TypeError):
+        pass
+    return method
+
+
+_fx_registry_reader: Optional[Callable[[], Any]] = None
+
+
+def _torch_fx_wrapped() -> Any:
+    """torch.fx's wrap registry, read through fxkit.interop (imported on first use)."""
+    global _fx_registry_reader
+    if _fx_registry_reader is None:
+        from fxkit.interop import torch_fx_wrap_registry
+
+        _fx_registry_reader = torch_fx_wrap_registry
+    return _fx_registry_reader()
+
+
 def _module_call_trampoline(key: tuple, orig: Callable) -> Callable:
     # Stands in for nn.Module._call_impl (what nn.Module.__call__ calls): replacing a plain
     # attribute of nn.Module is O(1), while replacing a dunder makes Python update the slots of
@@ -327,6 +360,13 @@ class _TraceRun:
                 self.slots.append(slot)
         for (_, name), ns in list(_wrapped_fns_to_patch.items()):
             self.patch_function(ns, name)
+        # What libraries registered with torch.fx's own wrap (torchvision, timm) stays a call
+        # here too.
+        fx_functions, fx_methods = _torch_fx_wrapped()
+        for ns, name in fx_functions:
+            self.patch_function(ns, name)
+        for cls, name in fx_methods:
+            self.patch_method(cls, name)
         self.autowrap_scan(fn_globals)
         for module in self.tracer._autowrap_search:
             self.autowrap_scan(module.__dict__)
@@ -357,6 +397,12 @@ class _TraceRun:
 
     def patch_function(self, ns: dict, name: str) -> None:
         self._patch_names(ns, (name,))
+
+    def patch_method(self, cls: type, name: str) -> None:
+        slot = _acquire(cls, name, True, _method_trampoline)
+        if slot is not None:
+            self.active.add(slot.key)
+            self.slots.append(slot)
 
     def _patch_names(self, ns: dict, names: Any) -> None:
         # A trace patches ~60 names (math alone has ~55), so this loop is kept lean: the

@@ -10,7 +10,17 @@ value (``bool()`` in ``if``/``while``, ``len()``, iteration, ``int()``/``__index
 proxy answer from its fake value, and the answer is recorded as a *guard*: in the node's
 ``meta["guards"]`` (``(construct, value, "file:line")`` tuples) and in
 :attr:`ShapeAwareTracer.guards`. The graph is valid for inputs that satisfy those guards.
-``x.dtype`` and ``x.device`` are answered directly (they do not change with the batch).
+``x.dtype`` and ``x.device`` are answered directly (they do not change with the batch);
+read off an input, they are guards too. A loop that stops early over a traced value relies
+only on it having at least the items it took (guard ``iter_min``). A recorded call whose example result is ``None`` (a library's "no mask needed") returns
+``None`` to the traced code, as it does eagerly, guarded like the answers above.
+
+:func:`shape_trace` (what ``symbolic_trace(m, example_inputs=...)`` runs) returns a
+:class:`GuardedGraphModule` when the trace relied on guards: on each call it checks them for
+the inputs at hand and raises :class:`GuardError` (naming the guard and the user's line)
+instead of returning a result computed down the wrong branch (see :mod:`fxkit._shape_guards`).
+A forward returning a dict subclass (HF's ``ModelOutput``) gets that type back, and an HF
+key/value cache in it travels through the graph as its tensors and is rebuilt on return.
 
 Values that depend on tensor *contents* (``if x.sum() > 0``) have no fake answer and still
 raise a :class:`~fxkit.proxy.TraceError`, now saying that the value is data-dependent.
@@ -18,26 +28,38 @@ raise a :class:`~fxkit.proxy.TraceError`, now saying that the value is data-depe
 
 from __future__ import annotations
 
-import contextlib
+import collections
+import copy
+import functools
 import inspect
 import operator
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.utils._pytree as pytree
 
-from fxkit._patching import _current_run
+from fxkit._patching import _find_proxy
+from fxkit._shape_guards import (
+    _NO_VAL,
+    _STATIC_ATTRS,
+    Guard,
+    GuardedGraphModule,
+    GuardError,
+    _fake_attr,
+    _GuardProgram,
+    _no_tracing,
+    _run_fake,
+)
 from fxkit._symbolic_trace import Tracer, _ArgLayout
+from fxkit.graph_module import GraphModule
+from fxkit.immutable_collections import immutable_dict
 from fxkit.node import Node, map_arg
 from fxkit.proxy import Attribute, Proxy, TraceError, _trace_error_text, _user_frame
 
-__all__ = ["ShapeAwareTracer", "ShapeProxy", "Guard"]
-
-_NO_VAL = object()
-# Read straight from the fake value instead of recording a getattr node.
-_STATIC_ATTRS = frozenset({"dtype", "device", "is_cuda", "layout"})
-
+__all__ = [
+    "ShapeAwareTracer", "ShapeProxy", "Guard", "GuardError", "GuardedGraphModule", "shape_trace"
+]  # fmt: skip
 
 # Tensor factories whose size arguments are often traced ints (``torch.ones(b, n)``): called
 # with a Proxy they are recorded, like autowrapped functions, instead of failing in torch's
@@ -64,17 +86,11 @@ def _library_leaves() -> List[Callable]:
     return found
 
 
+_PLAIN_DICTS = (dict, collections.OrderedDict, immutable_dict)
+
+
 def _answers_true() -> bool:
     return True
-
-
-class Guard(NamedTuple):
-    """One concrete answer a shape-aware trace relied on."""
-
-    node: str  # name of the node whose value was made concrete
-    construct: str  # "bool", "len", "iter", "int", "index", "float"
-    value: Any
-    where: str  # "file:line" of the user code that asked
 
 
 class _NoValue(Exception):
@@ -95,7 +111,10 @@ class ShapeProxy(Proxy):
         if k in _STATIC_ATTRS:
             val = self.node.meta.get("val")
             if isinstance(val, torch.Tensor):
-                return getattr(val, k)
+                answer = getattr(val, k)
+                if self.node.op == "placeholder":  # an input's dtype/device: guarded
+                    self.tracer._note_input_attr(self.node, k, answer, sys._getframe(1))  # type: ignore[attr-defined]
+                return answer
         if k in ("node", "tracer"):
             return Proxy.__getattr__(self, k)
         return _ShapeAttribute(self, k)
@@ -142,6 +161,8 @@ class ShapeAwareTracer(Tracer):
         jit_tracing: make ``torch.jit.is_tracing()`` answer True to the traced code, so
             libraries (HuggingFace) skip data-dependent shortcuts.
         specialize_defaults: give inputs named by neither their default (see below).
+        defaults_as_values: with ``specialize_defaults=False``, keep such inputs as
+            placeholders but answer questions about them from their default (``explain``).
         **tracer_kwargs: passed on to :class:`~fxkit.Tracer`.
 
     Parameters of ``forward`` given by neither are specialised to their default value
@@ -156,7 +177,8 @@ class ShapeAwareTracer(Tracer):
     # fmt: off
     def __init__(self, example_inputs: Any = None, meta_args: Optional[Mapping[str, Any]] = None,
                  *, fake_mode: Any = None, jit_tracing: bool = True,
-                 specialize_defaults: bool = True, **tracer_kwargs: Any) -> None:
+                 specialize_defaults: bool = True, defaults_as_values: bool = False,
+                 **tracer_kwargs: Any) -> None:
         # fmt: on
         super().__init__(**tracer_kwargs)
         if example_inputs is not None and not isinstance(example_inputs, (tuple, list, dict)):
@@ -172,17 +194,24 @@ class ShapeAwareTracer(Tracer):
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         self.fake_mode = fake_mode
         factories = [getattr(torch, n) for n in _FACTORIES]
-        self._autowrap_function_ids |= {id(f) for f in factories + _library_leaves()}
+        leaves = _library_leaves()
+        self._autowrap_function_ids |= {id(f) for f in factories + leaves}
         self._autowrap_search.append(torch)
+        # A library leaf whose example result is None returns None to the traced code.
+        self._function_overrides = {f: self._none_aware(f) for f in leaves}
         if jit_tracing:
             # Library code asks torch.jit.is_tracing() to pick its trace-friendly branch
             # (no data-dependent shortcuts); answer True to calls made by the traced code.
-            self._function_overrides = {torch.jit.is_tracing: _answers_true}
+            self._function_overrides[torch.jit.is_tracing] = _answers_true
             self._autowrap_search.append(torch.jit)
         self.example_inputs = example_inputs
         self.specialize_defaults = specialize_defaults
+        self.defaults_as_values = defaults_as_values
         self.meta_args = dict(meta_args or {})
         self.guards: List[Guard] = []
+        self._guard_nodes: List[Node] = []  # the node each guard is about, in step
+        self.output_type: Optional[type] = None  # a dict subclass forward returned
+        self.output_caches: Dict[str, type] = {}  # output key -> cache class to rebuild
         self._input_vals: Dict[str, Any] = {}
         self._module_states: Dict[int, Dict[str, Any]] = {}
 
@@ -197,22 +226,26 @@ class ShapeAwareTracer(Tracer):
             raise TypeError("ShapeAwareTracer takes concrete_args as a dict of name -> value")
         concrete = dict(concrete_args or {})
         sig = inspect.signature(fn)
-        for name in params if self.specialize_defaults else ():
-            if name in given or name in concrete:
-                continue
+        defaults: Dict[str, Any] = {}
+        for name in params:
             default = sig.parameters[name].default
-            if default is not inspect.Parameter.empty:
-                concrete[name] = default
+            if name not in given and name not in concrete and default is not sig.empty:
+                defaults[name] = default
+        if self.specialize_defaults:
+            concrete.update(defaults)
         for starred in _ArgLayout.of(inspect.unwrap(fn)).starred() if self.specialize_defaults else ():
             # An unused *args / **kwargs is empty, as in an eager call without extras.
             concrete.setdefault(starred, {} if starred.startswith("**") else ())
         device = _root_device(root)
-        self.guards = []
+        self.guards, self._guard_nodes, self.output_type = [], [], None
+        self.output_caches = {}
         self._module_states = {}
         with _no_tracing():
             self._input_vals = {
                 n: pytree.tree_map(lambda v: self._fake(v, device), v) for n, v in given.items()
             }
+        if self.defaults_as_values and not self.specialize_defaults:
+            self._input_vals.update(defaults)
         return super().trace(root, concrete or None)
 
     def _forward_of(self, root: Any) -> Callable:
@@ -261,6 +294,45 @@ class ShapeAwareTracer(Tracer):
     def proxy(self, node: Node) -> Proxy:
         return ShapeProxy(node, self)
 
+    def _none_aware(self, fn: Callable) -> Callable:
+        """Record ``fn`` as one call; if its example result is ``None``, return ``None`` (as
+        eagerly, e.g. HF's mask builders when no mask is needed), guarded."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if _find_proxy((args, kwargs)) is None:
+                return fn(*args, **kwargs)
+            out = self.create_proxy("call_function", fn, args, kwargs)
+            out.node.meta["is_wrapped"] = True
+            if out.node.meta.get("val", _NO_VAL) is None:
+                self._add_guard(out.node, "none", True, sys._getframe(1))
+                return None
+            return out
+
+        return call
+
+    # fmt: off
+    def create_args_for_root(self, root_fn: Callable[..., Any], is_module: bool,
+                             concrete_args: Any = None) -> Tuple[Any, List[Any]]:
+        # fmt: on
+        fn, inputs = super().create_args_for_root(root_fn, is_module, concrete_args)
+
+        @functools.wraps(fn)  # the return annotation is read through it
+        def noting_output_type(*args: Any, **kwargs: Any) -> Any:
+            out = fn(*args, **kwargs)
+            # A dict subclass (HF's ModelOutput) becomes a plain dict in the graph; remember
+            # the type so the traced module can hand back what the model does.
+            if isinstance(out, dict) and type(out) not in _PLAIN_DICTS:
+                self.output_type = type(out)
+            if isinstance(out, dict) and any(map(_is_kv_cache, out.values())):
+                # A key/value cache object is returned as its tensors (HF's legacy tuple
+                # layout) and rebuilt around the traced module's result.
+                self.output_caches = {k: type(v) for k, v in out.items() if _is_kv_cache(v)}
+                out = {k: v.to_legacy_cache() if k in self.output_caches else v
+                       for k, v in out.items()}  # fmt: skip
+            return out
+
+        return noting_output_type, inputs
+
     def create_arg(self, a: Any) -> Any:
         """As :meth:`Tracer.create_arg`; objects a node cannot hold (a library's config passed
         to a recorded call) are stored on the root as ``_<Type>_constant_<N>`` attributes."""
@@ -269,7 +341,7 @@ class ShapeAwareTracer(Tracer):
         except NotImplementedError:
             if isinstance(a, (Proxy, torch.Tensor)) or not _is_opaque(a):
                 raise
-        qualname = self._stash_constant(f"_{type(a).__name__}_constant_", a)
+        qualname = self._stash_constant(f"_{type(a).__name__}_constant_", _snapshot(a))
         return self.create_node("get_attr", qualname, (), {})
 
     # fmt: off
@@ -293,36 +365,11 @@ class ShapeAwareTracer(Tracer):
         if op == "placeholder":
             return self._input_vals.get(target, _NO_VAL)  # type: ignore[arg-type]
         if op == "get_attr":
-            with _no_tracing():
-                value = _fetch(self.root, target)  # type: ignore[arg-type]
-                if isinstance(value, torch.Tensor):
-                    return self.fake_mode.from_tensor(value, static_shapes=True)
-            # Opaque constants (a model config) are their own value; modules are not values.
-            return _NO_VAL if isinstance(value, torch.nn.Module) else value
+            return _fake_attr(self.root, target, self.fake_mode)  # type: ignore[arg-type]
         args, kwargs = map_arg((node.args, node.kwargs), _val_of)
         if op == "output":
             return args[0]
-        with _no_tracing(), self.fake_mode:
-            if op == "call_function":
-                return target(*args, **kwargs)  # type: ignore[operator]
-            if op == "call_method":
-                return getattr(args[0], target)(*args[1:], **kwargs)  # type: ignore[arg-type]
-            if op == "call_module":
-                mod = self.root.get_submodule(target)  # type: ignore[arg-type]
-                return torch.func.functional_call(mod, self._fake_state(mod), args, kwargs)
-        return _NO_VAL
-
-    def _fake_state(self, mod: torch.nn.Module) -> Dict[str, Any]:
-        # Fake copies of the module's parameters and buffers: the fake run can then mutate
-        # "its" buffers (BatchNorm statistics) without touching the real ones.
-        state = self._module_states.get(id(mod))
-        if state is None:
-            state = {}
-            named = (mod.named_parameters(remove_duplicate=False), mod.named_buffers())
-            for name, t in (item for group in named for item in group):
-                state[name] = self.fake_mode.from_tensor(t, static_shapes=True)
-            self._module_states[id(mod)] = state
-        return state
+        return _run_fake(self.root, op, target, args, kwargs, self.fake_mode, self._module_states)
 
     # -- concrete answers ----------------------------------------------------------------------
 
@@ -352,19 +399,66 @@ class ShapeAwareTracer(Tracer):
                     frame,
                 )
             ) from e
+        self._add_guard(node, construct, answer, frame)
+        return answer
+
+    def _note_input_attr(self, node: Node, attr: str, answer: Any, frame: Any) -> None:
+        if (attr, answer) not in [g[:2] for g in node.meta.get("guards", ())]:
+            self._add_guard(node, attr, answer, frame)
+
+    def _add_guard(self, node: Node, construct: str, answer: Any, frame: Any) -> None:
         guard = Guard(node.name, construct, answer, _guard_text(frame))
         node.meta.setdefault("guards", []).append(guard[1:])
         self.guards.append(guard)
-        return answer
+        self._guard_nodes.append(node)
 
     def to_bool(self, obj: Proxy) -> bool:
         """``bool(proxy)``: the fake value's truth, recorded as a guard."""
         return self._concrete(obj, "bool", bool, sys._getframe(1))
 
     def iter(self, obj: Proxy) -> Iterator:
-        """Iterate ``len(fake value)`` items, each a ``proxy[i]`` node."""
+        """Iterate ``len(fake value)`` items, each a ``proxy[i]`` node made when reached."""
         n = self._concrete(obj, "iter", len, sys._getframe(1))
-        return iter([obj[i] for i in range(n)])
+        return _GuardedIter(self, obj, n)
+
+    def _replace_last_guard(self, node: Node, construct: str, answer: Any) -> None:
+        last = self.guards[-1]._replace(construct=construct, value=answer)
+        self.guards[-1] = last
+        node.meta["guards"][-1] = last[1:]
+
+
+class _GuardedIter:
+    """Iteration over a traced value of ``n`` items. Code that stops early (``for x in
+    proxy: ... break``, HF's ``ModelOutput`` probing its first field) relied only on there
+    being at least as many items as it took: the guard says so until the loop runs out."""
+
+    def __init__(self, tracer: ShapeAwareTracer, proxy: Proxy, n: int) -> None:
+        self.tracer, self.proxy, self.n, self.i = tracer, proxy, n, 0
+        self.guard = len(tracer.guards) - 1  # the one _concrete just recorded
+        self._relied_on("iter_min", 0)
+
+    def _relied_on(self, construct: str, answer: Any) -> None:
+        tracer, node = self.tracer, self.proxy.node
+        if len(tracer.guards) - 1 == self.guard:
+            tracer._replace_last_guard(node, construct, answer)
+        else:  # other guards came since: record a new one instead of rewriting history
+            guard = tracer.guards[self.guard]._replace(construct=construct, value=answer)
+            node.meta["guards"].append(guard[1:])
+            tracer.guards.append(guard)
+            tracer._guard_nodes.append(node)
+            self.guard = len(tracer.guards) - 1
+
+    def __iter__(self) -> "_GuardedIter":
+        return self
+
+    def __next__(self) -> Any:
+        if self.i >= self.n:
+            self._relied_on("iter", self.n)  # ran out: the exact count mattered
+            raise StopIteration
+        item = self.proxy[self.i]  # type: ignore[index]
+        self.i += 1
+        self._relied_on("iter_min", self.i)
+        return item
 
 
 def _first_val_error(node: Node, limit: int = 10000) -> Optional[str]:
@@ -382,16 +476,23 @@ def _first_val_error(node: Node, limit: int = 10000) -> Optional[str]:
     return None
 
 
+def _is_kv_cache(v: Any) -> bool:
+    t = type(v)
+    return t.__module__.startswith("transformers.") and hasattr(t, "from_legacy_cache")
+
+
+def _snapshot(a: Any) -> Any:
+    """A copy of an opaque constant as it is now: tracing may go on to mutate the object
+    (an HF cache filled layer by layer) after the call that reads it was recorded."""
+    try:
+        return copy.deepcopy(a)
+    except Exception:  # noqa: BLE001  (not copyable: the object itself, as before)
+        return a
+
+
 def _is_opaque(a: Any) -> bool:
     # Plain objects only: containers holding proxies must keep failing loudly.
     return not isinstance(a, (tuple, list, dict, set, slice, range)) and not callable(a)
-
-
-def _fetch(root: torch.nn.Module, path: str) -> Any:
-    obj: Any = root
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _root_device(root: Any) -> torch.device:
@@ -402,11 +503,31 @@ def _root_device(root: Any) -> torch.device:
     return torch.device("cpu")
 
 
-@contextlib.contextmanager
-def _no_tracing() -> Iterator[None]:
-    # Module calls and wrapped functions run for real (on fake tensors), not traced.
-    token = _current_run.set(None)
-    try:
-        yield
-    finally:
-        _current_run.reset(token)
+# fmt: off
+def shape_trace(root: Any, concrete_args: Optional[Dict[str, Any]] = None, *,
+                example_inputs: Any = None, meta_args: Optional[Dict[str, Any]] = None,
+                on_error: str = "raise", check_guards: bool = True) -> GraphModule:
+    # fmt: on
+    """``symbolic_trace(root, example_inputs=..., meta_args=...)``: a shape-aware trace.
+
+    Returns a :class:`GuardedGraphModule` when the trace relied on guards or the forward
+    returned a dict subclass, else a plain :class:`~fxkit.GraphModule`.
+    ``check_guards=False`` turns the check off for this module (``gm.check_guards``).
+    """
+    tracer = ShapeAwareTracer(example_inputs, meta_args, on_error=on_error)
+    graph = tracer.trace(root, concrete_args)
+    name = type(root).__name__ if isinstance(root, torch.nn.Module) else root.__name__
+    program = _GuardProgram(graph, tracer.guards, tracer._guard_nodes)
+    guarded = program.checks or program.input_attrs
+    if not guarded and tracer.output_type is None and not tracer.output_caches:
+        return GraphModule(tracer.root, graph, name)
+    gm = GuardedGraphModule(tracer.root, graph, name)
+    if guarded:
+        gm.meta["fxkit_guards"] = program
+    if tracer.output_type is not None:
+        gm.meta["fxkit_output_type"] = tracer.output_type
+    if tracer.output_caches:
+        gm.meta["fxkit_output_caches"] = tracer.output_caches
+    if not check_guards:
+        gm.check_guards = False
+    return gm

@@ -14,7 +14,6 @@ linear in model size.
 
 from __future__ import annotations
 
-import builtins
 import collections
 import copy
 import functools
@@ -67,6 +66,7 @@ from fxkit.proxy import (
     TracerBase,
     _is_internal,
     _node_of,
+    _TypeAssertionError,
 )
 
 __all__ = [
@@ -197,10 +197,10 @@ class Tracer(TracerBase):
         self._call_journal: List[str] = []
         for m in autowrap_modules:
             if not isinstance(m, types.ModuleType):
-                raise TypeError(f"autowrap_modules must hold modules, got {type(m).__name__} {m!r}")
-        for f in autowrap_functions:
-            if not callable(f):
-                raise TypeError(f"autowrap_functions must hold callables, got {f!r}")
+                raise _TypeAttributeError(
+                    f"'{type(m).__name__}' object has no attribute '__dict__'\n  (fxkit) "
+                    f"autowrap_modules must hold modules, got {type(m).__name__} {m!r}"
+                )
         # Another thread's trace may have trampolines in these modules right now: count the
         # functions they stand for, not the trampolines.
         self._autowrap_function_ids = set().union(*map(public_callable_ids, autowrap_modules))
@@ -465,6 +465,10 @@ class Tracer(TracerBase):
             codegen.pytree_info = codegen.pytree_info._replace(out_spec=out_spec)
             return flat_out
 
+        # The output node's type comes from the traced function's return annotation: this
+        # wrapper has none, as in torch.fx (else the code would read ``-> Any``).
+        del flatten_fn.__annotations__["return"]
+
         return flatten_fn, flat_inputs
 
     def _flat_input(self, index: int, given: Any) -> Proxy:
@@ -579,14 +583,15 @@ class Tracer(TracerBase):
                 root.forward  # noqa: B018  (compiles a lazily generated forward)
             fn = getattr(type(root), self.traced_func_name, None)
             if fn is None:
-                raise AttributeError(
-                    f"traced_func_name={self.traced_func_name!r} doesn't exist in "
+                raise _AttributeAssertionError(
+                    f"traced_func_name={self.traced_func_name} doesn't exist in "
                     f"{type(root).__name__}"
                 )
             if not isinstance(fn, types.FunctionType):
-                raise TypeError(
+                raise _TypeAssertionError(
+                    f"Expected FunctionType, got {type(fn)}\n  (fxkit) "
                     f"{type(root).__name__}.{self.traced_func_name} must be a Python function "
-                    f"to be traced, got {type(fn).__name__}"
+                    f"to be traced"
                 )
             self.root = root
             self.root_module_name = root._get_name()
@@ -598,9 +603,9 @@ class Tracer(TracerBase):
                 if isinstance(root, types.MethodType)
                 else ""
             )
-            raise TypeError(
-                "symbolic tracing needs an nn.Module or a Python function, got "
-                f"{type(root).__name__}{hint}"
+            raise _TypeAssertionError(
+                f"Expected FunctionType, got {type(root)}\n  (fxkit) symbolic tracing needs an "
+                f"nn.Module or a Python function, got {type(root).__name__}{hint}"
             )
         self.root = torch.nn.Module()
         self.root_module_name = ""
@@ -655,11 +660,26 @@ def _check_concrete_args(fn: types.FunctionType, is_module: bool, concrete_args:
         known.update((starred, starred.lstrip("*")))
     unknown = [k for k in concrete_args if k not in known]
     if unknown:
+        # torch.fx ignores them; a warning keeps the typo visible without failing earlier.
         plain = [*layout.named[int(is_module) :], *(s.lstrip("*") for s in layout.starred())]
-        raise TypeError(
-            f"concrete_args names {unknown} are not parameters of {fn.__name__}(); "
-            f"its parameters are {plain}"
+        warnings.warn(
+            f"concrete_args names {unknown} are not parameters of {fn.__name__}() and are "
+            f"ignored; its parameters are {plain}",
+            stacklevel=4,
         )
+
+
+# Where torch.fx raises one builtin type and fxkit raised another: both catch these.
+class _AttributeAssertionError(AttributeError, AssertionError):
+    pass
+
+
+class _TypeRuntimeError(TypeError, RuntimeError):
+    pass
+
+
+class _TypeAttributeError(TypeError, AttributeError):
+    pass
 
 
 def _note_location(e: BaseException, what: str) -> None:
@@ -698,23 +718,22 @@ def wrap(fn_or_name: Union[str, Callable]) -> Any:
             return x * x + y * y
 
     Only calls made through the calling module's globals are affected, and only while a
-    trace runs; everywhere else the function behaves as before.
+    trace runs; everywhere else the function behaves as before. The name may be wrapped
+    before its ``def``: it is resolved when a trace starts.
     """
     if isinstance(fn_or_name, str):
         name = fn_or_name
     elif callable(fn_or_name):
-        name = getattr(fn_or_name, "__name__", None)
-        if not isinstance(name, str):
-            raise TypeError(f"wrap() needs a named function, got {fn_or_name!r} (no __name__)")
+        try:
+            name = fn_or_name.__name__
+        except AttributeError as e:
+            raise _TypeAttributeError(
+                f"{e}\n  (fxkit) wrap() needs a named function, got {fn_or_name!r} (no __name__)"
+            ) from None
     else:
-        raise TypeError(
-            "Unsupported type for global function! Must be either a callable or string name, "
-            f"got {type(fn_or_name).__name__}"
-        )
-    if not name.isidentifier():
-        raise ValueError(
-            f"wrap() can only wrap a function bound to a global name; {name!r} is not one "
-            "(lambdas and other anonymous functions cannot be wrapped: def them at module scope)"
+        raise _TypeRuntimeError(
+            "Unsupported type for global function! Must be either a callable or string name"
+            f"\n  (fxkit) got {type(fn_or_name).__name__}"
         )
     caller = sys._getframe(1)
     if caller.f_code.co_name != "<module>":
@@ -722,11 +741,9 @@ def wrap(fn_or_name: Union[str, Callable]) -> Any:
             f"wrap must be called at the top level of a module (it was called from "
             f"{caller.f_code.co_name}() in {caller.f_code.co_filename}:{caller.f_lineno})"
         )
-    if isinstance(fn_or_name, str) and name not in caller.f_globals and not hasattr(builtins, name):
-        raise NameError(
-            f"wrap({name!r}): no global or builtin named {name!r} in this module; define or "
-            "import the function before wrapping it"
-        )
+    # As in torch.fx, the name is only recorded here: it may be defined further down the
+    # module, and is looked up in these globals (or builtins) each time a trace starts. A
+    # name that never resolves (a lambda's "<lambda>") is simply never patched.
     _wrapped_fns_to_patch[(id(caller.f_globals), name)] = caller.f_globals
     return fn_or_name
 
@@ -735,7 +752,7 @@ def wrap(fn_or_name: Union[str, Callable]) -> Any:
 def symbolic_trace(root: Union[torch.nn.Module, Callable[..., Any]],
                    concrete_args: Optional[Dict[str, Any]] = None, *,
                    example_inputs: Any = None, meta_args: Optional[Dict[str, Any]] = None,
-                   on_error: str = "raise") -> GraphModule:
+                   on_error: str = "raise", check_guards: bool = True) -> GraphModule:
     # fmt: on
     """Trace ``root`` (an ``nn.Module`` or function) into a :class:`GraphModule`.
 
@@ -749,7 +766,10 @@ def symbolic_trace(root: Union[torch.nn.Module, Callable[..., Any]],
     (name -> tensor, ``device="meta"`` allowed) turn on shape-aware tracing: fake tensors run
     alongside the proxies, so ``x.shape[0] > 1``, ``len(x)`` and loops over sizes resolve;
     every such answer is a guard in ``node.meta["guards"]`` (see ``fxkit._shape_trace``).
-    Inputs named by neither are specialised to their defaults.
+    Inputs named by neither are specialised to their defaults. The traced module checks
+    its guards when called and raises ``GuardError`` (a ``RuntimeError``) naming the guard
+    and the user's line on a mismatch; ``check_guards=False`` (or ``gm.check_guards =
+    False``) turns that off.
 
     ``on_error="leaf"`` makes each submodule whose body cannot be traced a ``call_module``
     leaf (reason in ``node.meta["fxkit_leaf_reason"]``) instead of failing.
@@ -759,13 +779,18 @@ def symbolic_trace(root: Union[torch.nn.Module, Callable[..., Any]],
     """
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
-    tracer: Tracer
     if example_inputs is not None or meta_args is not None:
-        from fxkit._shape_trace import ShapeAwareTracer
+        from fxkit._shape_trace import shape_trace
 
-        tracer = ShapeAwareTracer(example_inputs, meta_args, on_error=on_error)
-    else:
-        tracer = Tracer(on_error=on_error)
+        return shape_trace(root, concrete_args, example_inputs=example_inputs,
+                           meta_args=meta_args, on_error=on_error, check_guards=check_guards)
+    if on_error == "leaf":
+        from fxkit._auto_leaf import none_defaults_as_concrete
+
+        # inputs defaulting to None take their default, as shape-aware tracing does, so
+        # `if mask is not None` follows the branch an eager call without a mask takes
+        concrete_args = none_defaults_as_concrete(root, concrete_args)
+    tracer = Tracer(on_error=on_error)
     graph = tracer.trace(root, concrete_args)
     name = type(root).__name__ if isinstance(root, torch.nn.Module) else root.__name__
     return GraphModule(tracer.root, graph, name)

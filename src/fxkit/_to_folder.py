@@ -48,8 +48,8 @@ def _import_line(name: str, obj: Any) -> str:
 def write_folder(gm: "GraphModule", folder: pathlib.Path, module_name: str) -> None:
     if not module_name.isidentifier():
         raise ValueError(f"module_name must be an identifier, got {module_name!r}")
-    code = gm._get_python_code()
-    imports = sorted({_import_line(k, v) for k, v in code.globals.items()})
+    src, code_globals = gm._generated()
+    imports = sorted({_import_line(k, v) for k, v in code_globals.items()})
     folder.mkdir(parents=True, exist_ok=True)
     children = [name for name, _ in gm.named_children()]
     for name, child in gm.named_children():
@@ -83,6 +83,6 @@ def write_folder(gm: "GraphModule", folder: pathlib.Path, module_name: str) -> N
         "            setattr(self, name, value)",
         "",
     ]
-    body.extend("    " + line if line else "" for line in code.src.splitlines())
+    body.extend("    " + line if line else "" for line in src.splitlines())
     (folder / "module.py").write_text("\n".join(body) + "\n")
     (folder / "__init__.py").write_text(f"from .module import {module_name}\n")

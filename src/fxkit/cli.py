@@ -54,21 +54,18 @@ def demo() -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``fxkit`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["explain"]:
-        from fxkit._explain import explain_main
+    """Entry point of the ``fxkit`` command; returns the exit status."""
+    from fxkit import __version__
+    from fxkit._explain import EXPLAIN_HELP, add_explain_arguments, explain_main, run_explain
 
-        return explain_main(argv[1:])
     parser = argparse.ArgumentParser(prog="fxkit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="trace the example module, print its graph/code, rewrite it")
-    sub.add_parser(
-        "explain",
-        help="why tracing fails, every site at once: fxkit explain mod:Class --input-shape 2,3",
-    )
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo()
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    parser.add_argument("--version", action="version", version=f"fxkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo_help = "trace the example module, print its graph/code, rewrite it"
+    sub.add_parser("demo", help=demo_help, description=demo.__doc__)
+    explain_parser = sub.add_parser("explain", help=EXPLAIN_HELP, description=explain_main.__doc__)
+    add_explain_arguments(explain_parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.command == "explain":
+        return run_explain(args)
+    return demo()

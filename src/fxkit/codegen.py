@@ -1,9 +1,9 @@
 """Turn a graph into Python source (:class:`CodeGen`, :class:`PythonCode`) and compile it.
 
-Generation depends only on the nodes. Each generated line binds one node's value to the
-node's name, and values are released (``name = None``) right after their last use so long
-graphs do not keep every intermediate alive. Objects that have no literal spelling (user
-functions, enums, classes, arbitrary constants) are passed to the code as globals.
+Generation depends only on the nodes, and the text is torch.fx's for the same graph (see
+:mod:`fxkit._codegen_body`): one line per node binding its value to the node's name, values
+released with ``a = b = None`` right after their last use, objects without a literal
+spelling (user functions, enums, NamedTuple types) passed to the code as globals.
 
 Compilation is cached by source text: structurally identical graphs compile once, and the
 source is registered with :mod:`linecache` so tracebacks show the generated line.
@@ -11,22 +11,28 @@ source is registered with :mod:`linecache` so tracebacks show the generated line
 
 from __future__ import annotations
 
-import builtins
-import collections
-import enum
-import hashlib
+import ast
 import importlib
-import keyword
-import linecache
 import math
-import operator
-import threading
-import typing
+import os
+import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import torch
 import torch.utils._pytree as pytree
+from torch.utils._dtype_abbrs import dtype_abbrs
 
 from fxkit import _pytree as fx_pytree
 from fxkit.node import Node
@@ -46,16 +52,6 @@ _custom_builtins: Dict[str, Any] = {
     "fx_pytree": fx_pytree,
     "pytree": pytree,
 }
-
-_BINARY_SYMBOLS = {
-    operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
-    operator.floordiv: "//", operator.mod: "%", operator.pow: "**", operator.matmul: "@",
-    operator.lshift: "<<", operator.rshift: ">>", operator.and_: "&", operator.or_: "|",
-    operator.xor: "^", operator.eq: "==", operator.ne: "!=", operator.lt: "<",
-    operator.le: "<=", operator.gt: ">", operator.ge: ">=",
-}  # fmt: skip
-_UNARY_SYMBOLS = {operator.neg: "-", operator.pos: "+", operator.invert: "~", operator.not_: "not "}
-_ROOT_MODULES = {"torch": torch, "operator": operator, "math": math, "builtins": builtins}
 
 
 def describe_target(target: Any) -> str:
@@ -107,11 +103,16 @@ def _importable_path(obj: Any) -> Optional[str]:
 
 @dataclass
 class PythonCode:
-    """Generated source plus the globals it needs (``exec(src, globals)`` defines it)."""
+    """Generated source plus the globals it needs (``exec(src, globals)`` defines it).
+
+    ``_lineno_map`` maps a line of ``src``, counted from the ``def`` line
+    (``_prologue_start``, 1-based), to the index of the node that produced it.
+    """
 
     src: str
     globals: Dict[str, Any]
     _lineno_map: Optional[Dict[int, Optional[int]]] = field(default=None)
+    _prologue_start: int = 0
     _node_names: Optional[List[str]] = field(default=None, repr=False)
 
 
@@ -123,154 +124,6 @@ class _PyTreeInfo(NamedTuple):
     out_spec: Optional[pytree.TreeSpec]
 
 
-class _Globals:
-    """Allocates names for objects the generated code reads from its globals."""
-
-    def __init__(self, taken: Iterable[str]) -> None:
-        self.taken = set(taken)
-        self.values: Dict[str, Any] = dict(_custom_builtins)
-        self.by_id: Dict[int, str] = {id(v): k for k, v in _custom_builtins.items()}
-
-    def name_for(self, obj: Any, preferred: str) -> str:
-        known = self.by_id.get(id(obj))
-        if known is not None:
-            return known
-        base = "".join(c if c.isalnum() or c == "_" else "_" for c in preferred) or "obj"
-        if base[0].isdigit():
-            base = "_" + base
-        name, n = base, 0
-        while (
-            name in self.taken or name in self.values or keyword.iskeyword(name)
-            or hasattr(builtins, name)
-        ):  # fmt: skip
-            n += 1
-            name = f"{base}_{n}"
-        self.values[name] = obj
-        self.by_id[id(obj)] = name
-        return name
-
-    def root(self, module_name: str) -> str:
-        return self.name_for(_ROOT_MODULES[module_name], module_name)
-
-
-class _Emitter:
-    """Spells arguments and targets of one graph as Python expressions."""
-
-    def __init__(self, node_names: Iterable[str]) -> None:
-        self.globals = _Globals(node_names)
-        self._refs: Dict[int, Tuple[Any, str]] = {}
-
-    def callable_ref(self, fn: Any) -> str:
-        hit = self._refs.get(id(fn))
-        if hit is not None and hit[0] is fn:
-            return hit[1]
-        ref = self._callable_ref(fn)
-        self._refs[id(fn)] = (fn, ref)
-        return ref
-
-    def _callable_ref(self, fn: Any) -> str:
-        short = getattr(fn, "__name__", "")
-        if short and getattr(builtins, short, None) is fn:
-            return str(short)
-        path = _importable_path(fn)
-        if path is not None:
-            root, _, rest = path.partition(".")
-            if root in _ROOT_MODULES and root != "builtins":
-                return f"{self.globals.root(root)}.{rest}"
-        name = getattr(fn, "__name__", None) or type(fn).__name__
-        return self.globals.name_for(fn, name)
-
-    def arg(self, a: Any) -> str:
-        t = type(a)
-        if t is Node:
-            return a.name
-        if isinstance(a, Node):
-            return repr(a)
-        if t is str or t is int or t is bool or a is None or a is Ellipsis:
-            return repr(a)
-        if t is float:
-            if math.isfinite(a):
-                return repr(a)
-            return "nan" if math.isnan(a) else ("inf" if a > 0 else "-inf")
-        if isinstance(a, tuple):
-            items = ", ".join(self.arg(x) for x in a)
-            if hasattr(a, "_fields"):
-                return f"{self.globals.name_for(t, t.__name__)}({items})"
-            if t is torch.Size:
-                return f"torch.Size([{items}])"
-            return f"({items},)" if len(a) == 1 else f"({items})"
-        if isinstance(a, list):
-            return "[" + ", ".join(self.arg(x) for x in a) + "]"
-        if isinstance(a, dict):
-            return "{" + ", ".join(f"{self.arg(k)}: {self.arg(v)}" for k, v in a.items()) + "}"
-        if t is slice:
-            return f"slice({self.arg(a.start)}, {self.arg(a.stop)}, {self.arg(a.step)})"
-        if isinstance(a, (torch.dtype, torch.layout, torch.memory_format)):
-            return repr(a)  # torch.float32, torch.strided, torch.contiguous_format
-        if t is torch.device:
-            return repr(a)  # device(type='cpu', index=0); ``device`` is a custom builtin
-        if t is complex:
-            return f"complex({self.arg(a.real)}, {self.arg(a.imag)})"
-        if t is range:
-            return repr(a)
-        if isinstance(a, enum.Enum):
-            return f"{self.globals.name_for(t, t.__name__)}.{a.name}"
-        if isinstance(a, type):
-            cls_name: str = a.__name__
-            if a.__module__ == "builtins" and getattr(builtins, cls_name, None) is a:
-                return cls_name
-            return self.globals.name_for(a, cls_name)
-        if callable(a) and not isinstance(a, torch.nn.Module):
-            return self.callable_ref(a)
-        return self.globals.name_for(a, f"_{type(a).__name__.lower()}_constant")
-
-    def type_ref(self, t: Any) -> Optional[str]:
-        """An annotation expression for ``t``, or ``None`` if it cannot be spelled."""
-        if t is None:
-            return None
-        if isinstance(t, type):
-            type_name: str = t.__name__
-            if t.__module__ == "builtins" and getattr(builtins, type_name, None) is t:
-                return type_name
-            path = _importable_path(t)
-            if path is not None and path.split(".")[0] == "torch":
-                return path
-            return self.globals.name_for(t, t.__name__)
-        text = repr(t)
-        if text.startswith("typing."):
-            self.globals.name_for(typing, "typing")
-            if "typing" in self.globals.values and self.globals.values["typing"] is typing:
-                return text
-        return None
-
-    def args_and_kwargs(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> str:
-        parts = [self.arg(a) for a in args]
-        parts.extend(f"{k} = {self.arg(v)}" for k, v in kwargs.items())
-        return ", ".join(parts)
-
-
-def _attr_path(base: str, dotted: str) -> str:
-    """``self.a.b``, with ``getattr`` for segments that are not identifiers (``layers.0``)."""
-    out = base
-    for part in dotted.split("."):
-        if part.isidentifier() and not keyword.iskeyword(part):
-            out = f"{out}.{part}"
-        else:
-            out = f"getattr({out}, {part!r})"
-    return out
-
-
-def _module_path(base: str, dotted: str) -> str:
-    """``self._modules['a']._modules['b']``: reaches a submodule by dict lookups.
-
-    Generated code calls submodules this way rather than ``self.a.b`` because every
-    attribute read of a submodule goes through the Python-level ``nn.Module.__getattr__``
-    (about 0.5 us each); with dict lookups a traced model's forward costs what eager does.
-    Swapping a submodule with ``setattr`` still takes effect without a recompile.
-    """
-    return base + "".join(f"._modules[{part!r}]" for part in dotted.split("."))
-
-
 class CodeGen:
     """Turns a graph's nodes into the source of a ``forward`` function.
 
@@ -280,6 +133,9 @@ class CodeGen:
     (:meth:`additional_globals`).
     """
 
+    # How verbose code spells symbolic ints/floats; subclasses may override.
+    _sym_repr: Callable[[Any], str] = staticmethod(repr)  # type: ignore[assignment]
+
     def __init__(self) -> None:
         self._body_transformer: Optional[Callable[[List[str]], List[str]]] = None
         self._func_name: str = "forward"
@@ -287,15 +143,33 @@ class CodeGen:
     def gen_fn_def(
         self, free_vars: List[str], maybe_return_annotation: str, *, expanded_def: bool = False
     ) -> str:
-        """The ``def`` line; ``free_vars`` are the placeholder declarations (``self`` added)."""
+        """The ``def`` line; ``free_vars`` are the placeholder declarations (``self`` added).
+
+        ``expanded_def`` puts each parameter on its own line.
+        """
         if not free_vars or free_vars[0] != "self":
             free_vars.insert(0, "self")
+        if expanded_def:
+            params = "".join(_one_param_line(v) for v in free_vars)
+            return f"def {self._func_name}(\n{params}){maybe_return_annotation}:"
         return f"def {self._func_name}({', '.join(free_vars)}){maybe_return_annotation}:"
 
-    def generate_output(self, output_args: "Argument", **_unused: Any) -> str:
-        """The ``return`` statement for the output node's value."""
-        emitter = getattr(self, "_current_emitter", None)
-        return f"return {emitter.arg(output_args) if emitter else repr(output_args)}"
+    def generate_output(
+        self,
+        output_args: "Argument",
+        *,
+        descs: Optional[Sequence[str]] = None,
+        repr_fn: Optional[Callable[[Any], str]] = None,
+    ) -> str:
+        """The ``return`` statement for the output node's value (not indented).
+
+        ``repr_fn`` spells a value (the generator passes its own); ``descs`` puts one
+        element per line, each followed by its description as a comment.
+        """
+        spell = repr if repr_fn is None else repr_fn
+        if descs is not None and isinstance(output_args, (list, tuple)):
+            return _multiline(output_args, descs, "return ", spell)
+        return f"return {spell(output_args)}"
 
     def process_inputs(self, *args: Any) -> Any:
         """Turn the caller's inputs into the graph's placeholder values (identity here)."""
@@ -317,6 +191,21 @@ class CodeGen:
         return generate(self, list(nodes), root_module, **options)
 
 
+def _one_param_line(param: str) -> str:
+    if "#" in param:
+        code, comment = param.split("#", 1)
+        return f"    {code.rstrip()},  # {comment.lstrip()}\n"
+    return f"    {param},\n"
+
+
+def _multiline(
+    items: Sequence[Any], descs: Sequence[str], prefix: str, spell: Callable[[Any], str]
+) -> str:
+    opening, closing = ("(", ")") if isinstance(items, tuple) else ("[", "]")
+    rows = "".join(f"    {spell(item)},  # {desc}\n" for item, desc in zip(items, descs))
+    return f"{prefix}{opening}\n{rows}{closing}"
+
+
 class _PyTreeCodeGen(CodeGen):
     """CodeGen for graphs traced from nested inputs: the function takes the original
     arguments, flattens them against ``self._in_spec``, and rebuilds outputs from
@@ -327,7 +216,7 @@ class _PyTreeCodeGen(CodeGen):
         self.pytree_info = pytree_info
 
     def process_inputs(self, *inputs: Any) -> Any:
-        return pytree.tree_leaves(inputs)
+        return pytree.arg_tree_leaves(*inputs)
 
     def process_outputs(self, out: Any) -> Any:
         spec = self.pytree_info.out_spec if self.pytree_info else None
@@ -340,76 +229,209 @@ class _PyTreeCodeGen(CodeGen):
     ) -> str:
         info = self.pytree_info
         if info is None:
-            return super().gen_fn_def(free_vars, maybe_return_annotation)
+            return super().gen_fn_def(free_vars, maybe_return_annotation, expanded_def=expanded_def)
         original = list(info.orig_args)
-        header = super().gen_fn_def(list(original), maybe_return_annotation)
-        flat = [v.split(":")[0].split("=")[0].strip() for v in free_vars if v != "self"]
-        if not flat:
-            return header
-        call_args = [a for a in original if a != "self"]
-        spec = info.in_spec
-        children = fx_pytree.spec_children(spec)
+        if original and original[0] == "self":
+            free_vars.insert(0, "self")
+        header = super().gen_fn_def(
+            list(original), maybe_return_annotation, expanded_def=expanded_def
+        )
+        if free_vars:
+            header += self.gen_var_bindings(original, free_vars, expanded_def)
+        return header
+
+    def gen_var_bindings(self, fn_args: List[str], free_vars: List[str], expanded_def: bool) -> str:
+        """Lines that unpack the original arguments into the graph's flat placeholders.
+
+        Annotations go on a line of their own (``a: T; b: U;``): Python has no annotated
+        tuple unpacking.
+        """
+        spec = self.pytree_info.in_spec
+        packed = f"[{', '.join(fn_args)}]"
         if (
-            spec.type is tuple and len(children) == 2
-            and children[0].type is tuple and children[1].type is dict
+            spec.type is tuple and spec.num_children == 2
+            and spec.child(0).type is tuple and spec.child(1).type is dict
         ):  # fmt: skip
-            n_pos = children[0].num_children
-            keys = children[1].context
-            kw = ", ".join(f"{k!r}: {v}" for k, v in zip(keys, call_args[n_pos:]))
-            packed = f"([{', '.join(call_args[:n_pos])}], {{{kw}}})"
-        else:
-            packed = f"[{', '.join(call_args)}]"
+            n_pos = spec.child(0).num_children
+            rest = self.pytree_info.orig_args[n_pos:]
+            kw = ", ".join(f"'{k}':{v}" for k, v in zip(spec.child(1).context, rest))
+            packed = f"([{', '.join(self.pytree_info.orig_args[:n_pos])}], {{{kw}}})"
+        bare = [v.split(":")[0].split("#")[0] for v in free_vars]
+        annotated = [v for v in free_vars if ":" in v]
+        out = ""
+        if annotated:
+            if expanded_def:
+                out = "\n    " + "\n    ".join(annotated)
+            else:
+                out = "\n    " + "".join(v + "; " for v in annotated) + "\n"
         return (
-            f"{header}\n    {', '.join(flat)}, = fx_pytree.tree_flatten_spec({packed}, "
-            "self._in_spec)"
+            out + f"\n    {', '.join(bare)}, = fx_pytree.tree_flatten_spec({packed}, self._in_spec)"
         )
 
-    def generate_output(self, output_args: "Argument", **_unused: Any) -> str:
+    def generate_output(
+        self,
+        output_args: "Argument",
+        *,
+        descs: Optional[Sequence[str]] = None,
+        repr_fn: Optional[Callable[[Any], str]] = None,
+    ) -> str:
         info = self.pytree_info
-        if info is not None and info.out_spec is not None:
-            return f"return pytree.tree_unflatten({output_args!r}, self._out_spec)"
-        return super().generate_output(output_args)
+        if info is None or not info.out_spec:
+            return super().generate_output(output_args, descs=descs, repr_fn=repr_fn)
+        spell = repr if repr_fn is None else repr_fn
+        if descs is not None and isinstance(output_args, (list, tuple)):
+            head = _multiline(output_args, descs, "return pytree.tree_unflatten(", spell)
+            return head + ", self._out_spec)"
+        return f"return pytree.tree_unflatten({spell(output_args)}, self._out_spec)"
+
+
+class _VerboseNotes:
+    """What ``python_code(verbose=True)`` adds (torch.fx's text): a ``# File: ...`` summary
+    line when the source location changes, and value metadata as string annotations
+    (``relu: "f32[2, 3]" = ...``)."""
+
+    def __init__(
+        self,
+        writer: Any,
+        codegen: CodeGen,
+        *,
+        include_stride: bool = False,
+        include_device: bool = False,
+        additional_meta: Optional[List[str]] = None,
+        **_unused: Any,
+    ) -> None:
+        self.writer = writer
+        self.extra_keys = additional_meta or []
+        self.codegen = codegen
+        self.stride = include_stride or os.environ.get("FX_GRAPH_SHOW_STRIDE", "0") == "1"
+        self.device = include_device or os.environ.get("FX_GRAPH_SHOW_DEVICE", "0") == "1"
+        self.previous: Optional[str] = None
+
+    def summary(self, node: "Node") -> Optional[str]:
+        if node.op in ("placeholder", "output"):
+            return None
+        where = "No stacktrace found for following nodes"
+        trace = node.meta.get("stack_trace")
+        if trace:
+            frame = _last_frame(trace)
+            if frame is not None:
+                where = "File: {}:{} in {}, code: {}".format(*frame)
+        custom = node.meta.get("custom")
+        tag = ""
+        if custom:
+            shown = {k: (str(v)[:40] + "..." if len(str(v)) > 40 else v) for k, v in custom.items()}
+            tag = f" Annotation: {shown}"
+        recompute, graph_id = node.meta.get("recompute"), node.meta.get("ac_graph_id")
+        if recompute is not None and graph_id is not None:
+            tag += f" ac_graph_id: {graph_id} - {recompute.name}"
+        elif recompute is not None:
+            tag += f" recompute: {recompute.name}"
+        elif graph_id is not None:
+            tag += f" ac_graph_id: {graph_id}"
+        extra = [f"{k}: {node.meta[k]}" for k in self.extra_keys if k in node.meta]
+        prefix = f"# {', '.join(extra)} " if extra else ""
+        text = f"\n{prefix}#{tag} {where}\n"
+        if text == self.previous:
+            return None
+        self.previous = text
+        return text
+
+    def annotation(self, node: "Node", default: str) -> str:
+        meta = node.meta
+        val: Any = meta.get("val", meta.get("tensor_meta", meta.get("example_value")))
+        if isinstance(val, torch.Tensor) and val.layout not in (torch.sparse_csc, torch.sparse_csr):
+            core = self._tensor_text(val)
+            if type(val) is torch.Tensor or isinstance(val, torch._subclasses.FakeTensor):
+                return f': "{core}"'
+            return f': "{type(val).__name__}({core})"'
+        if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return f': "Sym({self.codegen._sym_repr(val)})"'
+        if type(val).__name__ == "TensorMetadata" and hasattr(val, "dtype"):
+            return f': "{dtype_abbrs[val.dtype]}{_dims(val.shape)}"'
+        return default
+
+    def _tensor_text(self, t: torch.Tensor) -> str:
+        stride = _dims(t.stride()) if self.stride else ""
+        device = f"{t.device}" if self.device else ""
+        return f"{dtype_abbrs[t.dtype]}{_dims(t.shape)}{stride}{device}"
+
+
+def _dims(shape: Iterable[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+_FRAME_LINE = re.compile(r'^File "(.+)", line (\d+), in (.+)$')
+
+
+def _last_frame(trace: str) -> Optional[Tuple[str, str, str, str]]:
+    """(file, line, function, code) of the innermost ``File ...`` frame in a stack trace."""
+    lines = trace.strip().split("\n")
+    for i in range(len(lines) - 2, -1, -1):
+        found = _FRAME_LINE.match(lines[i].strip())
+        if found:
+            return found.group(1), found.group(2), found.group(3), lines[i + 1].strip()
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
-# Compiling: cache code objects by source text; register the text with linecache.
-
-_CACHE_LIMIT = 1024
-_code_cache: "collections.OrderedDict[str, Tuple[Any, str]]" = collections.OrderedDict()
-_cache_lock = threading.Lock()
+# Faster submodule calls for the same text.
 
 
-def _compiled(src: str) -> Any:
-    with _cache_lock:
-        hit = _code_cache.get(src)
-        if hit is not None:
-            _code_cache.move_to_end(src)
-            return hit[0]
-    digest = hashlib.blake2b(src.encode(), digest_size=8).hexdigest()
-    filename = f"<fxkit-generated-{digest}>"
-    code = compile(src, filename, "exec")
-    with _cache_lock:
-        _code_cache[src] = (code, filename)
-        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        while len(_code_cache) > _CACHE_LIMIT:
-            _, (_, old_name) = _code_cache.popitem(last=False)
-            linecache.cache.pop(old_name, None)
-    return code
+def module_call_tree(src: str, module_paths: Iterable[str], root: str = "self") -> Optional[Any]:
+    """``src`` parsed, with calls of the given submodules (``self.layer1.conv(x)``,
+    ``getattr(self.sub, "0")(x)``) reaching them through ``_modules`` dict lookups instead
+    of ``nn.Module.__getattr__``, or ``None`` if ``src`` calls none of them.
+
+    Compile the result under ``src``'s file name: each replacement keeps the source
+    position of the expression it replaces, so tracebacks still underline the right span
+    of the text users read. A submodule swapped with ``setattr`` still takes effect; one
+    deleted without ``recompile()`` raises ``KeyError`` where attribute access would raise
+    ``AttributeError``.
+    """
+    paths = set(module_paths)
+    if not paths:
+        return None
+    tree = ast.parse(src)
+    rewriter = _ModuleCalls(root, paths)
+    for fn in tree.body:
+        if isinstance(fn, ast.FunctionDef):
+            for stmt in fn.body:
+                # generated module calls are whole statements: ``name = <path>(args)``
+                value = getattr(stmt, "value", None)
+                if isinstance(value, ast.Call):
+                    rewriter.rewrite(value)
+    return tree if rewriter.changed else None
 
 
-def _exec_with_source(src: str, globals: Dict[str, Any], co_fields: Any = None) -> None:
-    """Run ``src`` in ``globals`` (compiled once per distinct text, visible to tracebacks)."""
-    exec(_compiled(src), globals)
+class _ModuleCalls:
+    def __init__(self, root: str, paths: set) -> None:
+        self.root, self.paths, self.changed = root, paths, False
 
+    def rewrite(self, call: ast.Call) -> None:
+        links = self._links(call.func)
+        if not links or ".".join(name for name, _ in links) not in self.paths:
+            return
+        base: ast.expr = ast.copy_location(ast.Name(self.root, ast.Load()), call.func)
+        for name, where in links:
+            table = ast.copy_location(ast.Attribute(base, "_modules", ast.Load()), where)
+            key = ast.copy_location(ast.Constant(name), where)
+            base = ast.copy_location(ast.Subscript(table, key, ast.Load()), where)
+        call.func = base
+        self.changed = True
 
-def _forward_from_src(src: str, globals: Dict[str, Any], co_fields: Any = None) -> Callable:
-    """Compile ``src`` (which defines ``forward``) and return that function."""
-    scope = dict(globals)
-    _exec_with_source(src, scope, co_fields)
-    return scope["forward"]
-
-
-def generated_filename(src: str) -> Optional[str]:
-    """The linecache filename under which ``src`` was compiled, if it is cached."""
-    hit = _code_cache.get(src)
-    return hit[1] if hit else None
+    def _links(self, expr: ast.expr) -> Optional[List[Tuple[str, ast.expr]]]:
+        """``[(name, node), ...]`` for an attribute chain rooted at the root name."""
+        if isinstance(expr, ast.Name):
+            return [] if expr.id == self.root else None
+        if isinstance(expr, ast.Attribute):
+            inner, name = expr.value, expr.attr
+        elif (
+            isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
+            and expr.func.id == "getattr" and len(expr.args) == 2 and not expr.keywords
+            and isinstance(expr.args[1], ast.Constant) and isinstance(expr.args[1].value, str)
+        ):  # fmt: skip
+            inner, name = expr.args[0], expr.args[1].value
+        else:
+            return None
+        head = self._links(inner)
+        return None if head is None else [*head, (name, expr)]

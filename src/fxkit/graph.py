@@ -14,7 +14,10 @@ import copy
 import inspect
 import keyword
 import re
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple
+
+import torch
 
 from fxkit.codegen import (
     CodeGen,
@@ -24,7 +27,16 @@ from fxkit.codegen import (
     _PyTreeInfo,
     describe_target,
 )
-from fxkit.node import Argument, Node, Target, _remap, map_arg
+from fxkit.node import (
+    Argument,
+    Node,
+    Target,
+    _ArgsTypeError,
+    _hooks,
+    _NotANodeError,
+    _remap,
+    map_arg,
+)
 
 if TYPE_CHECKING:
     from fxkit.graph_module import GraphModule
@@ -110,16 +122,19 @@ def _candidate_name(op: str, target: Target) -> str:
         return _candidate_cache[(op, target)]
     except (KeyError, TypeError):
         pass
-    if op == "call_module" or op == "get_attr":
+    if callable(target):
+        text = getattr(target, "__name__", None)
+        if not isinstance(text, str):  # torch.fx fails here; a type name is friendlier
+            text = type(target).__name__
+    elif isinstance(target, str):
         text = target
-    elif callable(target):
-        text = getattr(target, "__name__", None) or type(target).__name__
-    else:
-        text = target if isinstance(target, str) else type(target).__name__
         if text.startswith("__") and text.endswith("__"):
             text = text[2:-2]
-    if not isinstance(text, str):
-        text = type(target).__name__
+    else:
+        raise AssertionError(
+            f"Expected target to be str, got {type(target)} (a {op} node needs a string "
+            "target, or pass name=...)"
+        )
     name = _CAMEL_HUMP.sub(r"_\1", text).lower()
     try:
         if len(_candidate_cache) > 4096:
@@ -183,20 +198,25 @@ class _NodeView:
 
 
 class _InsertPoint:
-    """Sets where new nodes go as soon as it is made; restores the old place on ``__exit__``."""
+    """Sets where new nodes go as soon as it is made; restores the old place on ``__exit__``.
+
+    ``after`` False: each new node goes just before ``anchor`` (so they keep creation order);
+    True: each goes just after ``anchor`` (so the latest comes first), as in torch.fx.
+    """
 
     __slots__ = ("_graph", "_saved")
 
-    def __init__(self, graph: "Graph", anchor: Node) -> None:
+    def __init__(self, graph: "Graph", anchor: Node, after: bool) -> None:
         self._graph = graph
-        self._saved = graph._insert_anchor
+        self._saved = (graph._insert_anchor, graph._insert_after)
         graph._insert_anchor = anchor
+        graph._insert_after = after
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, *exc: Any) -> None:
-        self._graph._insert_anchor = self._saved
+        self._graph._insert_anchor, self._graph._insert_after = self._saved
 
 
 class Graph:
@@ -226,7 +246,8 @@ class Graph:
         self._names = _NameAllocator(self._by_name)
         # (op, target) -> nodes; built on the first find_nodes call, then kept up to date.
         self._by_op_target: Optional[Dict[Tuple[str, Any], Dict[Node, None]]] = None
-        self._insert_anchor: Node = self._root  # new nodes go before this (root: the end)
+        self._insert_anchor: Node = self._root  # new nodes go next to this (root: the end)
+        self._insert_after = False  # True: just after the anchor; False: just before it
         self._maybe_unordered = False
         self._owning_module = owning_module
         self._tracer_cls = tracer_cls
@@ -260,8 +281,13 @@ class Graph:
     def output_node(self) -> Node:
         """The graph's ``output`` node (the last node)."""
         last = self._root._prev
+        if last is self._root:
+            raise RuntimeError("this graph is empty: it has no output node")
         if last.op != "output":
-            raise RuntimeError("this graph has no output node (call graph.output(...) first)")
+            raise _NoOutputError(
+                f"Expected output node, got op={last.op} (the graph's last node is "
+                f"{last.name!r}; call graph.output(...) first)"
+            )
         return last
 
     # --- indexes -------------------------------------------------------------------------------
@@ -317,32 +343,49 @@ class Graph:
         type_expr: Optional[Any] = None,
     ) -> Node:
         """Create a node and insert it at the current insertion point (see ``inserting_*``)."""
-        args = () if args is None else args
-        kwargs = {} if kwargs is None else kwargs
-        if not isinstance(args, tuple):
-            raise TypeError(f"args must be a tuple, got {type(args).__name__}: {args!r}")
-        if not isinstance(kwargs, dict):
-            raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}: {kwargs!r}")
+        if not args:
+            args = ()
+        elif not isinstance(args, tuple):
+            raise _ArgsTypeError(f"args must be a tuple, got {type(args)}: {args!r}")
+        if not kwargs:
+            kwargs = {}
+        elif not isinstance(kwargs, dict):
+            raise _ArgsTypeError(f"kwargs must be a dict, got {type(kwargs)}: {kwargs!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"node name must be a string, got {name!r}")
         candidate = name if name else _candidate_name(op, target)
         # Validate by building the node before the name is taken, so a refused node leaves
         # no trace in the namespace.
         node = Node(self, candidate, op, target, args, kwargs, type_expr)
-        node.name = self._names.allocate(candidate)
+        node._name = self._names.allocate(candidate)
+        if self._owning_module is not None:
+            for hook in _hooks(self, "_create_node_hooks"):
+                hook(node)
         self._insert(node)
         return node
 
     def _insert(self, node: Node) -> None:
         anchor = self._insert_anchor
+        if self._insert_after:
+            anchor = anchor._next
+        while anchor._erased:  # an anchor erased meanwhile: use its next live neighbour
+            anchor = anchor._next
         node._link_before(anchor)
         self._len += 1
         self._by_name[node.name] = node
         self._index(node)
-        if anchor is not self._root:
+        # Flag anything that may break topological order (matchers rely on the flag): a
+        # foreign or erased input always; a later input only when not appending.
+        if anchor is self._root:
+            for inp in node._input_nodes:
+                if inp.graph is not self or inp._erased:
+                    self._maybe_unordered = True
+                    break
+        else:
             order = node._order
             for inp in node._input_nodes:
-                if inp._order > order:  # type: ignore[operator]
+                o = inp._order
+                if inp.graph is not self or inp._erased or o is None or o > order:
                     self._maybe_unordered = True
                     break
 
@@ -353,8 +396,6 @@ class Graph:
         default_value: Any = inspect.Signature.empty,
     ) -> Node:
         """Add a function input called ``name`` (``*args``/``**kw`` names are allowed)."""
-        if not isinstance(name, str) or not name.lstrip("*"):
-            raise ValueError(f"placeholder needs a non-empty string name, got {name!r}")
         args = () if default_value is inspect.Signature.empty else (default_value,)
         return self.create_node("placeholder", name, args, type_expr=type_expr)
 
@@ -402,85 +443,103 @@ class Graph:
         return self.create_node("output", "output", (result,), type_expr=type_expr)
 
     def _warn_if_missing(self, qualified_name: str, op: str) -> None:
+        """Warn (with torch.fx's text) when the owning module lacks what a node would use."""
         root = self._owning_module
-        if root is None or not isinstance(qualified_name, str):
+        if root is None:
             return
-        obj: Any = root
-        for part in qualified_name.split("."):
-            if not hasattr(obj, part):
-                import warnings
-
-                warnings.warn(
-                    f"{op} target {qualified_name!r} does not exist on the owning module "
-                    f"{type(root).__name__} yet; add it (e.g. with add_submodule/setattr) "
-                    "before the code runs",
-                    stacklevel=3,
-                )
+        if op == "call_module":
+            # get_submodule raises AttributeError for a missing path, as it does in torch.fx.
+            if root.get_submodule(qualified_name) is None:
+                warnings.warn(_MISSING_MODULE_TEXT, stacklevel=3)
+            return
+        path, _, leaf = qualified_name.rpartition(".")
+        try:
+            owner = root.get_submodule(path)
+        except AttributeError:
+            warnings.warn(f"Failed to fetch module {path}!", stacklevel=3)
+            owner = None
+        if owner is not None and hasattr(owner, leaf):
+            value = getattr(owner, leaf)
+            if isinstance(value, (torch.nn.Module, torch.nn.Parameter)) or leaf in getattr(
+                owner, "_buffers", ()
+            ):
                 return
-            obj = getattr(obj, part)
+        warnings.warn(_MISSING_ATTR_TEXT, stacklevel=3)
 
     # --- editing -------------------------------------------------------------------------------
 
     def inserting_before(self, n: Optional[Node] = None) -> _InsertPoint:
-        """New nodes go just before ``n`` (the very start if ``None``); a context manager."""
-        if n is None:
-            return _InsertPoint(self, self._root._next)
-        self._check_own(n, "inserting_before")
-        return _InsertPoint(self, n)
+        """New nodes go just before ``n``, in creation order; a context manager.
 
-    def inserting_after(self, n: Optional[Node] = None) -> _InsertPoint:
-        """New nodes go just after ``n`` (the very end if ``None``); a context manager.
-
-        Successive nodes stack in creation order after ``n``.
+        With ``n`` None each new node goes at the very start of the graph (so, as in
+        torch.fx, several of them come out latest first).
         """
         if n is None:
-            return _InsertPoint(self, self._root)
-        self._check_own(n, "inserting_after")
-        return _InsertPoint(self, n._next)
+            return _InsertPoint(self, self._root, True)
+        self._check_own(n, "before")
+        return _InsertPoint(self, n, False)
 
-    def _check_own(self, n: Node, what: str) -> None:
-        if not isinstance(n, Node):
-            raise TypeError(f"{what} expects a Node, got {type(n).__name__}")
-        if n.graph is not self or n._erased:
-            raise ValueError(f"{what}: node {n.name!r} is not in this graph")
+    def inserting_after(self, n: Optional[Node] = None) -> _InsertPoint:
+        """Each new node goes just after ``n`` (the end of the graph if ``None``); a context
+        manager. As in torch.fx, several nodes created in one block come out latest first."""
+        if n is None:
+            return _InsertPoint(self, self._root, False)
+        self._check_own(n, "after")
+        return _InsertPoint(self, n, True)
+
+    def _check_own(self, n: Node, where: str) -> None:
+        if not isinstance(n, Node) or n.graph is not self:
+            what = type(n).__name__ if not isinstance(n, Node) else f"node {n.name!r}"
+            raise AssertionError(
+                f"Node to insert {where} is not in graph. ({what} belongs to another graph)"
+            )
 
     def _move_before(self, x: Node, anchor: Node) -> None:
         """Move ``x`` (already in this graph) to just before ``anchor``."""
         if x._erased:
             raise ValueError(f"cannot move erased node {x.name!r}")
         was_linked = x._order is not None
-        if self._insert_anchor is x:
-            self._insert_anchor = x._next
         if was_linked:
             x._unlink()
         x._link_before(anchor)
         if not was_linked:
-            x.name = self._names.allocate(x.name)
+            x._name = self._names.allocate(x._name)
             self._len += 1
             self._by_name[x.name] = x
             self._index(x)
         order = x._order
-        if any(i._order > order for i in x._input_nodes) or any(u._order < order for u in x.users):  # type: ignore[operator]
+        if any(i.graph is not self or i._erased or i._order > order for i in x._input_nodes) or any(
+            u.graph is not self or u._erased or u._order < order for u in x.users
+        ):
             self._maybe_unordered = True
 
     def erase_node(self, to_erase: Node) -> None:
         """Remove a node that nobody uses; raises (and changes nothing) if it still has users."""
         if not isinstance(to_erase, Node):
-            raise TypeError(f"erase_node expects a Node, got {type(to_erase).__name__}")
-        if to_erase.graph is not self:
-            raise ValueError(f"cannot erase {to_erase.name!r}: it belongs to another graph")
-        if to_erase._erased:
-            raise ValueError(f"node {to_erase.name!r} was already erased")
-        if to_erase.users:
-            users = ", ".join(u.name for u in list(to_erase.users)[:5])
-            raise RuntimeError(
-                f"cannot erase node {to_erase.name!r}: it still has {len(to_erase.users)} "
-                f"user(s) ({users}); replace its uses first (replace_all_uses_with)"
+            raise _NotANodeError(
+                f"'{type(to_erase).__name__}' object has no attribute 'users' (erase_node "
+                "expects a Node)"
             )
+        if to_erase.users:
+            raise RuntimeError(
+                f"Tried to erase Node {to_erase} but it still had {len(to_erase.users)} users "
+                f"in the graph: {to_erase.users}! (replace its uses first, e.g. with "
+                "replace_all_uses_with)"
+            )
+        if to_erase.graph is not self:
+            raise RuntimeError(
+                f"Attempting to remove {to_erase} from wrong graph! (it belongs to another Graph)"
+            )
+        if to_erase._erased:
+            warnings.warn(f"erase_node({to_erase}) on an already erased node", stacklevel=2)
+            return
         if to_erase.op == "root":
             raise ValueError("the sentinel root node cannot be erased")
+        for hook in _hooks(self, "_erase_node_hooks"):
+            hook(to_erase)
         if self._insert_anchor is to_erase:
-            self._insert_anchor = to_erase._next
+            # Keep inserting at the same spot: next to the erased node's neighbour.
+            self._insert_anchor = to_erase._prev if self._insert_after else to_erase._next
         to_erase._unlink()
         to_erase._erased = True
         self._len -= 1
@@ -502,13 +561,13 @@ class Graph:
     ) -> Node:
         """Copy ``node`` (possibly from another graph) into this one, mapping its node inputs
         through ``arg_transform``; meta is copied shallowly."""
-        if not isinstance(node, Node):
-            raise TypeError(f"node_copy expects a Node, got {type(node).__name__}")
         args = map_arg(node.args, arg_transform)
         kwargs = map_arg(node.kwargs, arg_transform)
         result = self.create_node(node.op, node.target, args, kwargs, node.name, node.type)
-        if node._meta:
-            result._meta = dict(node._meta)
+        # fxkit nodes keep meta lazily; others (torch.fx nodes) by the public name
+        meta = node._meta if type(node) is Node else node.meta
+        if meta:
+            result._meta = dict(meta)
         return result
 
     def graph_copy(
@@ -519,8 +578,6 @@ class Graph:
     ) -> Optional[Argument]:
         """Append copies of all of ``g``'s nodes except its output; ``val_map`` maps old nodes
         to new ones (pre-seed it to substitute inputs). Returns what ``g`` outputs, mapped."""
-        if not isinstance(g, Graph):
-            raise TypeError(f"graph_copy expects a Graph, got {type(g).__name__}")
         for node in g.nodes:
             if node in val_map:
                 continue
@@ -543,13 +600,27 @@ class Graph:
         return fresh
 
     def eliminate_dead_code(self, is_impure_node: Optional[Callable[[Node], bool]] = None) -> bool:
-        """Erase nodes whose values are unused and that have no side effects; True if any."""
+        """Erase nodes whose values are unused and that have no side effects; True if any.
+
+        As in torch.fx the graph is linted first (DCE needs topological order), and
+        GraphModules that this graph reads with ``get_attr`` are cleaned (and recompiled) too.
+        """
+        self.lint()
         impure = is_impure_node or (lambda n: n.is_impure())
         changed = False
         for node in reversed(self.nodes):
             if not node.users and not impure(node):
                 self.erase_node(node)
                 changed = True
+        root = self._owning_module
+        if root is not None:
+            read = {n.target for n in self.find_nodes(op="get_attr", sort=False)}
+            for name, child in root.named_children():
+                sub: Any = getattr(child, "graph", None) if name in read else None
+                recompile: Any = getattr(child, "recompile", None)
+                if sub is not None and recompile is not None:
+                    changed |= sub.eliminate_dead_code()
+                    recompile()
         return changed
 
     # --- checking and showing ------------------------------------------------------------------
@@ -567,9 +638,9 @@ class Graph:
         self._maybe_unordered = False
 
     def __str__(self) -> str:
-        header: List[str] = [""]
-        lines = [n.format_node(maybe_return_typename=header) for n in self.nodes]
-        return f"graph(){header[0]}:" + "".join(f"\n    {line}" for line in lines if line)
+        # Spelled as torch.fx prints graphs: placeholders as nodes, no return annotation.
+        lines = [n.format_node() for n in self.nodes]
+        return "graph():" + "".join(f"\n    {line}" for line in lines if line)
 
     def __repr__(self) -> str:
         return f"<fxkit.Graph with {self._len} nodes>"
@@ -598,9 +669,8 @@ class Graph:
     # --- code generation -----------------------------------------------------------------------
 
     def set_codegen(self, codegen: CodeGen) -> None:
-        """Use ``codegen`` to turn this graph into Python (e.g. a pytree-aware CodeGen)."""
-        if not isinstance(codegen, CodeGen):
-            raise TypeError(f"set_codegen expects a CodeGen, got {type(codegen).__name__}")
+        """Use ``codegen`` to turn this graph into Python (e.g. a pytree-aware CodeGen); any
+        object with CodeGen's methods is accepted, as in torch.fx."""
         self._codegen = codegen
 
     @contextlib.contextmanager
@@ -647,6 +717,22 @@ class Graph:
         from fxkit._graph_state import graph_from_state
 
         graph_from_state(self, state)
+
+
+_MISSING_ATTR_TEXT = (
+    "Attempted to insert a get_attr Node with no underlying reference in the owning "
+    "GraphModule! Call GraphModule.add_submodule to add the necessary submodule, "
+    "GraphModule.add_parameter to add the necessary Parameter, or "
+    "nn.Module.register_buffer to add the necessary buffer"
+)
+_MISSING_MODULE_TEXT = (
+    "Attempted to insert a call_module Node with no underlying reference in the owning "
+    "GraphModule! Call GraphModule.add_submodule to add the necessary submodule"
+)
+
+
+class _NoOutputError(AssertionError, RuntimeError):
+    """The last node is not an output: AssertionError as in torch.fx, and a RuntimeError."""
 
 
 def _to_none(_: Node) -> None:

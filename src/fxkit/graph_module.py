@@ -1,29 +1,153 @@
 """:class:`GraphModule`: an ``nn.Module`` whose ``forward`` is generated from a :class:`Graph`.
 
-Construction only copies the attributes the graph reads and records the graph; source is
-generated and compiled on first use (a call, ``.code`` or ``.forward``), and the compiled
-code object is shared by every module with the same source (see :mod:`fxkit.codegen`).
-Each instance gets its own class, as in torch.fx, so ``forward`` can live on the class.
+``recompile()`` (and so construction, and assigning ``gm.graph``) generates the source of
+``forward`` from the graph as it is at that moment; later edits to the graph change nothing
+until the next ``recompile()``. Compiling that source into a function is deferred to first
+use (a call, or reading ``forward``), and compiled code is shared by every module with the
+same source. Each module gets its own class, as in torch.fx, so ``forward`` lives on the
+class, and its own linecache file name (``<eval_with_key>.N from <user file>:<line> in
+forward``) that stays registered while the module lives.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import copy
+import functools
+import itertools
+import linecache
 import os
 import pathlib
-from typing import Any, Dict, Optional, Union
+import pickle
+import sys
+import threading
+import types
+import weakref
+from itertools import chain
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 
-from fxkit.codegen import PythonCode, _forward_from_src, generated_filename
+from fxkit.codegen import CodeGen, PythonCode, module_call_tree
 from fxkit.graph import Graph, _PyTreeCodeGen
 
 __all__ = ["GraphModule"]
 
 _USER_PRESERVED_ATTRIBUTES_KEY = "_user_preserved_attributes"
 
-# Per-instance state that is derived from the graph and rebuilt, never copied or pickled.
-_DERIVED = ("_graph", "_code", "_lineno_map", "_node_names", "_python_code", "_code_globals")
+# Per-instance state derived from the graph at recompile(): rebuilt, never copied or pickled.
+_DERIVED = ("_graph", "_code", "_lineno_map", "_prologue_start", "_node_names")
+
+# ---------------------------------------------------------------------------------------------
+# Compiling generated source. Code objects are cached by source text (compiling a 50k-line
+# forward is the expensive part); each module's function then gets its own co_filename, which
+# linecache resolves to that module's source for as long as the function exists.
+
+_CODE_CACHE_LIMIT = 512
+_code_cache: "collections.OrderedDict[Tuple[str, Tuple[str, ...]], types.CodeType]" = (
+    collections.OrderedDict()
+)
+_code_cache_lock = threading.Lock()
+_key_counter = itertools.count()
+
+
+def _compile_cached(src: str, module_paths: Tuple[str, ...] = ()) -> types.CodeType:
+    """The code object for ``src``. With ``module_paths`` (the graph's call_module targets),
+    those calls are compiled as ``_modules`` lookups: same text and positions, but no
+    ``nn.Module.__getattr__`` per call, which keeps a traced forward at or below eager cost."""
+    key = (src, module_paths)
+    with _code_cache_lock:
+        code = _code_cache.get(key)
+        if code is not None:
+            _code_cache.move_to_end(key)
+            return code
+    tree = module_call_tree(src, module_paths) if module_paths else None
+    # dont_inherit: this file's ``from __future__ import annotations`` must not turn the
+    # generated annotations into strings (TorchScript reads them as types).
+    code = compile(src if tree is None else tree, "<eval_with_key>", "exec", dont_inherit=True)
+    with _code_cache_lock:
+        _code_cache[key] = code
+        while len(_code_cache) > _CODE_CACHE_LIMIT:
+            _code_cache.popitem(last=False)
+    return code
+
+
+def _is_cached(src: str, module_paths: Tuple[str, ...] = ()) -> bool:
+    return (src, module_paths) in _code_cache
+
+
+def _source_key(co_fields: Optional[Dict[str, Any]]) -> str:
+    """The file name generated code is compiled under, in torch.fx's format."""
+    key = f"<eval_with_key>.{next(_key_counter)}"
+    if co_fields and "co_filename" in co_fields:
+        if "co_firstlineno" in co_fields and "co_name" in co_fields:
+            return (
+                f"{key} from {co_fields['co_filename']}:{co_fields['co_firstlineno']} "
+                f"in {co_fields['co_name']}"
+            )
+        return str(co_fields["co_filename"])
+    return key
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = code.co_consts
+    if any(isinstance(c, types.CodeType) for c in consts):
+        consts = tuple(
+            _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in consts
+        )
+        return code.replace(co_filename=filename, co_consts=consts)
+    return code.replace(co_filename=filename)
+
+
+def _register_source(key: str, src: str) -> None:
+    # A lazy entry: linecache calls the getter the first time the lines are needed. (The key
+    # must not be wrapped in <...>, or linecache refuses to resolve it.)
+    linecache.cache[key] = (functools.partial(str, src),)  # type: ignore[assignment]
+
+
+def _forget_source(key: str) -> None:
+    linecache.cache.pop(key, None)
+
+
+def _exec_with_source(
+    src: str, globals: Dict[str, Any], co_fields: Optional[Dict[str, Any]] = None
+) -> None:
+    """Run ``src`` in ``globals`` under a file name that linecache (and so tracebacks,
+    ``inspect.getsource`` and TorchScript) resolves to ``src``."""
+    key = _source_key(co_fields)
+    _register_source(key, src)
+    exec(_renamed(_compile_cached(src), key), globals)
+
+
+def _forward_from_src(
+    src: str, globals: Dict[str, Any], co_fields: Optional[Dict[str, Any]] = None
+) -> Callable:
+    """Compile ``src`` (which defines ``forward``) and return that function; ``globals`` is
+    not modified."""
+    return _method_from_src("forward", src, globals, co_fields)
+
+
+def _method_from_src(
+    method_name: str, src: str, globals: Dict[str, Any], co_fields: Optional[Dict[str, Any]] = None
+) -> Callable:
+    scope = dict(globals)
+    _exec_with_source(src, scope, co_fields)
+    return scope.pop(method_name)
+
+
+def _function_from_src(
+    src: str, globals: Dict[str, Any], co_fields: Any, module_paths: Tuple[str, ...] = ()
+) -> Callable:
+    """Like ``_forward_from_src``, but the linecache entry lives exactly as long as the
+    returned function (GraphModule's own use)."""
+    key = _source_key(co_fields)
+    scope = dict(globals)
+    exec(_renamed(_compile_cached(src, module_paths), key), scope)
+    fn = scope.pop("forward")
+    _register_source(key, src)
+    weakref.finalize(fn, _forget_source, key)
+    return fn
 
 
 class _CodeOnlyModule(torch.nn.Module):
@@ -106,33 +230,40 @@ def _assign_attr(from_obj: Any, to_module: torch.nn.Module, target: str) -> None
         setattr(parent, leaf, from_obj)
 
 
-class _CompileOnFirstUse:
-    """Class-level ``forward`` placeholder: generates and compiles on first access, then
-    replaces itself on the (per-instance) class with the real function."""
+class _PendingForward:
+    """A class's ``forward`` between ``recompile()`` and first use.
 
-    def __get__(self, obj: Optional["GraphModule"], objtype: Any = None) -> Any:
-        if obj is None:
-            return self
-        fn = obj._compile_forward()
-        return fn.__get__(obj, objtype)
+    It holds the source and globals fixed by ``recompile()``; the first access (through an
+    instance or the class) compiles them and puts the function in its place on the class.
+    """
+
+    __slots__ = ("src", "globals", "co_fields", "module_paths", "owner", "__weakref__")
+
+    def __init__(
+        self, code: PythonCode, co_fields: Any, module_paths: Tuple[str, ...], owner: type
+    ) -> None:
+        self.src = code.src
+        self.globals = code.globals
+        self.co_fields = co_fields
+        self.module_paths = module_paths
+        self.owner = owner
+
+    def compile(self) -> Callable:
+        fn = _function_from_src(self.src, self.globals, self.co_fields, self.module_paths)
+        owner = self.owner
+        if owner.__dict__.get("forward") is self:
+            owner.forward = fn  # type: ignore[attr-defined]
+        return fn
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        fn = self.compile()
+        return fn if obj is None else fn.__get__(obj, objtype)
 
 
-_LAZY_FORWARD = _CompileOnFirstUse()
-
-
-class _LazyPythonCode(PythonCode):
-    """What ``recompile()`` returns: generated only when ``src``/``globals`` are read."""
-
-    def __init__(self, module: "GraphModule") -> None:
-        object.__setattr__(self, "_module", module)
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in ("src", "globals", "_lineno_map", "_node_names"):
-            return getattr(object.__getattribute__(self, "_module")._get_python_code(), name)
-        return object.__getattribute__(self, name)
-
-    def __repr__(self) -> str:
-        return f"PythonCode(src={self.src!r})"
+def _plain_codegen(codegen: Any) -> bool:
+    """fxkit's own code generators write valid Python by construction; anything else is
+    compiled at ``recompile()`` so that invalid source raises there, as in torch.fx."""
+    return type(codegen) in (CodeGen, _PyTreeCodeGen) and codegen._body_transformer is None
 
 
 class GraphModule(torch.nn.Module):
@@ -188,6 +319,13 @@ class GraphModule(torch.nn.Module):
         )
         self._tracer_extras = graph._tracer_extras
         self.meta: Dict[str, Any] = {}
+        # Node hooks (torch.fx's private API, used by export and inductor passes): graph.py
+        # and node.py read these lists from the instance dict when nodes are created,
+        # erased or replaced; a deep copy gets copies and then runs the deepcopy hooks.
+        self._replace_hooks: List[Callable] = []
+        self._create_node_hooks: List[Callable] = []
+        self._erase_node_hooks: List[Callable] = []
+        self._deepcopy_hooks: List[Callable] = []
         self.graph = graph
 
     # --- graph and code ------------------------------------------------------------------------
@@ -206,49 +344,55 @@ class GraphModule(torch.nn.Module):
         self.recompile()
 
     def recompile(self) -> PythonCode:
-        """Mark ``forward`` stale; it is regenerated from the graph on next use. Returns the
-        (lazily generated) :class:`PythonCode`."""
-        for key in _DERIVED[1:]:
-            self.__dict__.pop(key, None)
-        codegen = self.__dict__["_graph"]._codegen
+        """Regenerate ``forward`` from the graph as it is now (edits made later take effect
+        only at the next ``recompile()``) and return the generated :class:`PythonCode`."""
+        graph = self.__dict__["_graph"]
+        codegen = graph._codegen
         if isinstance(codegen, _PyTreeCodeGen) and codegen.pytree_info is not None:
             self._in_spec = codegen.pytree_info.in_spec
             self._out_spec = codegen.pytree_info.out_spec
-        type(self).forward = _LAZY_FORWARD  # type: ignore[assignment]
-        return _LazyPythonCode(self)
-
-    def _get_python_code(self) -> PythonCode:
-        code = self.__dict__.get("_python_code")
-        if code is None:
-            code = self.__dict__["_graph"].python_code(root_module="self")
-            d = self.__dict__
-            d["_python_code"] = code
-            d["_code"] = code.src
-            d["_lineno_map"] = code._lineno_map
-            d["_node_names"] = code._node_names
+        code = graph.python_code(root_module="self")
+        d = self.__dict__
+        d["_code"] = code.src
+        # torch.fx's meaning: line relative to the ``def`` line (``_prologue_start``) -> node
+        # index. A code generator that does not say where its ``def`` is counts from line 1.
+        d["_lineno_map"] = code._lineno_map
+        d["_prologue_start"] = getattr(code, "_prologue_start", 0) or _def_line(code.src)
+        d["_node_names"] = code._node_names
+        cls = type(self)
+        paths = tuple(sorted({n.target for n in graph.nodes if n.op == "call_module"}))
+        pending = _PendingForward(code, getattr(graph, "_co_fields", None) or None, paths, cls)
+        cls.forward = pending  # type: ignore[assignment]
+        if not _plain_codegen(codegen) or _is_cached(code.src, paths):
+            pending.compile()
+        for child in self._modules.values():
+            if isinstance(child, GraphModule):
+                child.recompile()
         return code
 
-    def _compile_forward(self) -> Any:
-        code = self._get_python_code()
-        fn = _forward_from_src(code.src, code.globals)
-        type(self).forward = fn  # type: ignore[assignment]
-        return fn
+    __jit_unused_properties__ = ["graph", "code"]
 
     @property
     def code(self) -> str:
-        """The Python source of ``forward``."""
-        return self._get_python_code().src
+        """The Python source of ``forward``, as generated by the last ``recompile()``."""
+        src = self.__dict__.get("_code")
+        if src is None:
+            raise RuntimeError("GraphModule has no generated code: its graph was never set")
+        return src
 
-    @property
-    def _code(self) -> str:
-        # torch.fx code reads ``gm._code``; here it is generated on demand like ``code``.
-        return self._get_python_code().src
+    def _generated(self) -> Tuple[str, Dict[str, Any]]:
+        """(source, globals) of ``forward`` as of the last ``recompile()``."""
+        fwd = type(self).__dict__.get("forward")
+        if isinstance(fwd, _PendingForward):
+            return fwd.src, fwd.globals
+        scope = getattr(fwd, "__globals__", {})
+        return self.code, {k: v for k, v in scope.items() if not k.startswith("__")}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return torch.nn.Module.__call__(self, *args, **kwargs)
         except Exception as exc:
-            _note_generated_frame(exc, self)
+            _report_generated_frame(exc, self)
             raise
 
     # --- submodules ------------------------------------------------------------------------------
@@ -314,21 +458,80 @@ class GraphModule(torch.nn.Module):
         res.__dict__.update(copy.deepcopy(state, memo))
         type(res).__name__ = type(self).__name__
         res.graph = copy.deepcopy(self.graph, memo)
+        for name, value in res.meta.get(_USER_PRESERVED_ATTRIBUTES_KEY, {}).items():
+            setattr(res, name, value)
+        for hook in self.__dict__.get("_deepcopy_hooks", ()):
+            hook(res)
         return res
 
     def __copy__(self) -> "GraphModule":
-        res = _user_class(type(self))(self, self.graph, type(self).__name__)
-        res.meta = copy.copy(getattr(self, "meta", {}))
+        # As torch.fx: a plain GraphModule over the same submodules, sharing ``meta``
+        # (a subclass's __init__ may take other arguments).
+        res = GraphModule(self, self.graph, type(self).__name__)
+        res.meta = getattr(self, "meta", {})
         for name, value in res.meta.get(_USER_PRESERVED_ATTRIBUTES_KEY, {}).items():
             setattr(res, name, value)
         return res
 
     def __reduce__(self) -> tuple:
         state = {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
+        from fxkit._graph_state import graph_to_state
+
+        graph_state = graph_to_state(self.graph)
+        graph_state["nodes"] = _portable_records(graph_state["nodes"])
         return (
             _rebuild_graph_module,
-            (_user_class(type(self)), type(self).__name__, state, self.graph),
+            (_portable_class(type(self)), type(self).__name__, state, graph_state),
         )
+
+    # --- node hooks ------------------------------------------------------------------------------
+
+    def _hook_list(self, kind: str, f: Any, what: str) -> List[Callable]:
+        if not callable(f):
+            raise AssertionError(f"{what} hook must be a callable.")
+        # setdefault: a subclass whose __init__ skipped GraphModule's has no lists yet
+        return self.__dict__.setdefault(kind, [])
+
+    def _register_create_node_hook(self, f: Callable) -> None:
+        """Call ``f(node)`` for every node created in this module's graph."""
+        self._hook_list("_create_node_hooks", f, "create_node").append(f)
+
+    def _unregister_create_node_hook(self, f: Callable) -> None:
+        self._hook_list("_create_node_hooks", f, "create_node").remove(f)
+
+    def _register_erase_node_hook(self, f: Callable) -> None:
+        """Call ``f(node)`` before a node of this module's graph is erased."""
+        self._hook_list("_erase_node_hooks", f, "erase_node").append(f)
+
+    def _unregister_erase_node_hook(self, f: Callable) -> None:
+        self._hook_list("_erase_node_hooks", f, "erase_node").remove(f)
+
+    def _register_replace_node_hook(self, f: Callable) -> None:
+        """Call ``f(old=node, new=new_name, user=user)`` when a node's use is replaced or a
+        node is renamed."""
+        # torch.fx's message for this one names create_node too
+        self._hook_list("_replace_hooks", f, "create_node").append(f)
+
+    def _unregister_replace_node_hook(self, f: Callable) -> None:
+        self._hook_list("_replace_hooks", f, "create_node").remove(f)
+
+    @contextlib.contextmanager
+    def _set_replace_hook(self, f: Callable) -> Iterator[None]:
+        """A replace hook registered for the length of a ``with`` block."""
+        if not callable(f):
+            raise AssertionError("Replace hook must be a callable.")
+        self._register_replace_node_hook(f)
+        try:
+            yield
+        finally:
+            self._unregister_replace_node_hook(f)
+
+    def _register_deepcopy_hook(self, f: Callable) -> None:
+        """Call ``f(copy)`` on every deep copy of this module."""
+        self._hook_list("_deepcopy_hooks", f, "deepcopy").append(f)
+
+    def _unregister_deepcopy_hook(self, f: Callable) -> None:
+        self._hook_list("_deepcopy_hooks", f, "deepcopy").remove(f)
 
     # --- showing ---------------------------------------------------------------------------------
 
@@ -358,14 +561,111 @@ def _user_class(cls: type) -> type:
     return cls
 
 
+def _portable_class(cls: type) -> type:
+    """The class a pickled module is rebuilt as: its own if another process can import it,
+    else GraphModule (torch.fx always rebuilds a GraphModule)."""
+    base = _user_class(cls)
+    if base.__module__ == "__main__" or "<locals>" in base.__qualname__:
+        return GraphModule
+    return base
+
+
 def _rebuild_graph_module(
-    base: type, class_name: str, state: Dict[str, Any], graph: Graph
+    base: type, class_name: str, state: Dict[str, Any], graph: Union[Graph, Dict[str, Any]]
 ) -> GraphModule:
+    if not isinstance(graph, Graph):
+        from fxkit._graph_state import graph_from_state
+
+        state_of_graph = graph
+        graph = Graph.__new__(Graph)
+        graph_from_state(graph, state_of_graph)
     gm = base.__new__(base)  # type: ignore[call-overload]
     gm.__dict__.update(state)
     type(gm).__name__ = class_name
     gm.graph = graph
     return gm
+
+
+# --- what a pickled graph keeps -----------------------------------------------------------------
+# Node targets that are torch ops are pickled by name. ``node.meta`` values that cannot be
+# unpickled in another process (fake tensors, symbolic values, guards, classes local to a
+# function or to ``__main__``) are dropped; everything else is kept. (torch.fx keeps no meta
+# but ``stack_trace`` across pickling.)
+
+_PLAIN_META = frozenset({str, int, float, bool, type(None), torch.Size, torch.dtype})
+
+
+def _op_by_name(qualified: str, overload: Optional[str]) -> Any:
+    namespace, _, name = qualified.partition("::")
+    packet = getattr(getattr(torch.ops, namespace), name)
+    return packet if overload is None else getattr(packet, overload)
+
+
+class _OpByName:
+    """Pickles a torch op as its name; unpickles as the op itself."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: Any) -> None:
+        self.op = op
+
+    def __reduce__(self) -> tuple:
+        op = self.op
+        if isinstance(op, torch._ops.OpOverload):
+            return (_op_by_name, (op._schema.name, op._overloadname))
+        return (_op_by_name, (op._qualified_op_name, None))
+
+
+def _portable_records(records: list) -> list:
+    ops = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
+    seen: Dict[int, bool] = {}
+    out = []
+    for op, name, target, args, kwargs, type_expr, meta in records:
+        if isinstance(target, ops):
+            target = _OpByName(target)
+        if meta:
+            dropped = [k for k, v in meta.items() if not _portable(v, seen)]
+            if dropped:
+                meta = {k: v for k, v in meta.items() if k not in dropped}
+        out.append((op, name, target, args, kwargs, type_expr, meta))
+    return out
+
+
+def _portable(value: Any, seen: Dict[int, bool]) -> bool:
+    t = type(value)
+    if t in _PLAIN_META:
+        return True
+    if isinstance(value, (tuple, list, dict)):
+        # nn_module_stack is an OrderedDict of (path, class) pairs: look inside containers
+        # (a class from __main__ pickles here but cannot be found in another process).
+        if t not in (tuple, list, dict) and not _portable(t, seen):
+            return False
+        items = chain.from_iterable(value.items()) if isinstance(value, dict) else value
+        return all(_portable(v, seen) for v in items)
+    hit = seen.get(id(value))
+    if hit is not None:
+        return hit
+    if isinstance(value, (type, types.FunctionType)):
+        module = getattr(value, "__module__", None)
+        ok = module != "__main__" and "<locals>" not in getattr(value, "__qualname__", "<locals>")
+    elif isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)) or _is_fake(value):
+        ok = False
+    else:
+        try:
+            pickle.dumps(value)
+            ok = True
+        except Exception:
+            ok = False
+    seen[id(value)] = ok
+    return ok
+
+
+def _is_fake(value: Any) -> bool:
+    if not isinstance(value, torch.Tensor):
+        return False
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(value, FakeTensor)
 
 
 def _readable_class(gm: GraphModule, name: str, indent: str = "") -> str:
@@ -379,24 +679,42 @@ def _readable_class(gm: GraphModule, name: str, indent: str = "") -> str:
     return "\n".join(lines)
 
 
-def _note_generated_frame(exc: BaseException, gm: GraphModule) -> None:
-    """Add a note naming the node (and the user's source line) whose generated line raised."""
-    add_note = getattr(exc, "add_note", None)
-    src = gm.__dict__.get("_code")
-    filename = generated_filename(src) if src else None
-    if add_note is None or filename is None or getattr(exc, "_fxkit_noted", False):
+def _report_generated_frame(exc: BaseException, gm: GraphModule) -> None:
+    """On an exception raised by a line of ``gm``'s generated code: write torch.fx's
+    "Call using an FX-traced Module" report to stderr (only when that line is the innermost
+    frame, as torch.fx), and add a note naming the node and the user's source line."""
+    fn = type(gm).__dict__.get("forward")
+    code = getattr(fn, "__code__", None)
+    if code is None or getattr(exc, "_fxkit_noted", False):
         return
+    filename = code.co_filename
     tb = exc.__traceback__
     line = None
+    innermost = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
+        innermost = tb.tb_frame.f_code.co_filename
+        if innermost == filename:
             line = tb.tb_lineno
         tb = tb.tb_next
     if line is None:
         return
-    index = (gm.__dict__.get("_lineno_map") or {}).get(line)
+    if innermost == filename:
+        from fxkit._frames import generated_code_report
+
+        print(generated_code_report(exc, filename, line), file=sys.stderr)
+    _note_node(exc, gm, line)
+    try:
+        exc._fxkit_noted = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+def _note_node(exc: BaseException, gm: GraphModule, line: int) -> None:
+    add_note = getattr(exc, "add_note", None)
+    d = gm.__dict__
+    index = (d.get("_lineno_map") or {}).get(line - d.get("_prologue_start", 1))
     names = gm.__dict__.get("_node_names") or []
-    if index is None or index >= len(names):
+    if add_note is None or index is None or index >= len(names):
         return
     node = gm.graph._by_name.get(names[index])
     if node is None:
@@ -408,7 +726,11 @@ def _note_generated_frame(exc: BaseException, gm: GraphModule) -> None:
     if trace:
         text += " created at:\n" + trace.rstrip()
     add_note(text)
-    try:
-        exc._fxkit_noted = True  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
+
+
+def _def_line(src: str) -> int:
+    """1-based line of the ``def`` (or its first decorator) in generated source."""
+    for i, text in enumerate(src.split("\n"), 1):
+        if text.startswith(("def ", "@", "async def ")):
+            return i
+    return 1

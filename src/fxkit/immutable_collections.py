@@ -13,10 +13,20 @@ from torch.utils import _pytree as pytree
 __all__ = ["immutable_list", "immutable_dict"]
 
 
+# torch.fx's wording comes first, so code matching on it keeps working.
+_MUTATION_HELP = (
+    "If you are attempting to modify the kwargs or args of a torch.fx.Node object,\n"
+    "instead create a new copy of it and assign the copy to the node:\n\n"
+    "    new_args = ...  # copy and mutate args\n"
+    "    node.args = new_args"
+)
+
+
 def _refuse(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
     raise TypeError(
-        f"'{type(self).__name__}' is immutable: node arguments cannot be edited in place; "
-        "build a new value and assign it (e.g. node.args = new_args or node.update_arg(i, v))"
+        f"{type(self).__name__!r} object does not support mutation. {_MUTATION_HELP}\n"
+        "(fxkit: node arguments are frozen so users/inputs stay in sync; node.update_arg(i, v) "
+        "and node.update_kwarg(k, v) edit one entry)"
     )
 
 
@@ -31,7 +41,7 @@ class immutable_list(list):
         return hash(tuple(self))
 
     def __reduce__(self) -> tuple:
-        return (immutable_list, (list(self),))
+        return (type(self), (tuple(self),))
 
 
 class immutable_dict(dict):
@@ -42,10 +52,10 @@ class immutable_dict(dict):
     clear = pop = popitem = setdefault = update = _refuse
 
     def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(self.items()))
+        return hash(frozenset(self.items()))  # equal dicts hash alike whatever the key order
 
     def __reduce__(self) -> tuple:
-        return (immutable_dict, (dict(self),))
+        return (type(self), (tuple(self.items()),))
 
 
 def _list_flatten(x: immutable_list) -> tuple[list, None]:
@@ -56,18 +66,28 @@ def _dict_flatten(x: immutable_dict) -> tuple[list, list]:
     return list(x.values()), list(x.keys())
 
 
+def _list_flatten_with_keys(x: immutable_list) -> tuple[list, None]:
+    return [(pytree.SequenceKey(i), v) for i, v in enumerate(x)], None
+
+
+def _dict_flatten_with_keys(x: immutable_dict) -> tuple[list, list]:
+    return [(pytree.MappingKey(k), v) for k, v in x.items()], list(x.keys())
+
+
 try:
     pytree.register_pytree_node(
         immutable_list,
         _list_flatten,
         lambda values, _ctx: immutable_list(values),
         serialized_type_name="fxkit.immutable_collections.immutable_list",
+        flatten_with_keys_fn=_list_flatten_with_keys,
     )
     pytree.register_pytree_node(
         immutable_dict,
         _dict_flatten,
         lambda values, keys: immutable_dict(zip(keys, values)),
         serialized_type_name="fxkit.immutable_collections.immutable_dict",
+        flatten_with_keys_fn=_dict_flatten_with_keys,
     )
 except ValueError:  # already registered (module reloaded)
     pass

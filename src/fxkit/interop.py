@@ -7,7 +7,9 @@ the module's parameters, buffers and submodules are shared, not copied.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+import copy
+import sys
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.fx as tfx
@@ -20,6 +22,25 @@ from fxkit.graph_module import GraphModule
 from fxkit.node import Node
 
 __all__ = ["to_torch_fx", "from_torch_fx", "graph_to_torch_fx", "graph_from_torch_fx"]
+
+
+def torch_fx_wrap_registry() -> Tuple[List[Tuple[dict, str]], List[Tuple[type, str]]]:
+    """What other libraries registered with ``torch.fx.wrap``, for fxkit's tracer to honour.
+
+    Returns ``([(module globals, function name), ...], [(class, method name), ...])``: the
+    functions torch.fx would record as ``call_function`` nodes, and the methods it would record
+    as ``call_method`` nodes. Read on every trace (libraries register at import time), from
+    the tables of the already loaded ``torch.fx._symbolic_trace`` module; empty if it is not
+    loaded or a future torch renames them.
+    """
+    tracer_module = sys.modules.get("torch.fx._symbolic_trace")
+    if tracer_module is None:
+        return [], []
+    fns = getattr(tracer_module, "_wrapped_fns_to_patch", None)
+    methods = getattr(tracer_module, "_wrapped_methods_to_patch", None)
+    # copy() first: another thread may be importing a module that registers right now.
+    fn_items = [(ns, key[1]) for key, ns in fns.copy().items()] if isinstance(fns, dict) else []
+    return fn_items, list(methods) if isinstance(methods, list) else []
 
 
 def _copy_nodes(source: Any, dest: Any, node_type: type) -> None:
@@ -47,8 +68,28 @@ def _copy_nodes(source: Any, dest: Any, node_type: type) -> None:
         )
         if new.name != node.name:
             raise RuntimeError(f"node name {node.name!r} changed to {new.name!r} in conversion")
-        new.meta = dict(node.meta)
+        new.meta = _copy_meta(node.meta)
         mapping[node] = new
+
+
+def _copy_meta(meta: Dict[str, Any]) -> Dict[str, Any]:
+    """A deep copy of a node's (or module's) meta, so editing one side leaves the other alone.
+
+    A value that cannot be deep-copied (an open handle, a fake tensor of a finished mode) is
+    shared instead of failing the whole conversion.
+    """
+    memo: Dict[int, Any] = {}
+    try:
+        return copy.deepcopy(meta, memo)
+    except Exception:
+        pass
+    out = {}
+    for key, value in meta.items():
+        try:
+            out[key] = copy.deepcopy(value, memo)
+        except Exception:
+            out[key] = copy.copy(value) if isinstance(value, (dict, list)) else value
+    return out
 
 
 def graph_to_torch_fx(graph: Graph) -> tfx.Graph:
@@ -80,7 +121,7 @@ def graph_from_torch_fx(graph: tfx.Graph) -> Graph:
 
 def _convert_module(gm: torch.nn.Module, graph: Any, make: Callable[..., Any]) -> Any:
     result = make(gm, graph, type(gm).__name__)
-    result.meta = dict(getattr(gm, "meta", {}))
+    result.meta = _copy_meta(getattr(gm, "meta", {}))
     return result
 
 

@@ -28,12 +28,49 @@ _OPS = ("placeholder", "get_attr", "call_function", "call_module", "call_method"
 _ATOMS = frozenset((int, float, str, bool, type(None), torch.dtype, torch.device))
 
 
-def _last_uses(graph: Graph) -> Dict[Node, List[Node]]:
+def _node_class(graph: Any) -> type:
+    """The class of ``graph``'s nodes: fxkit's :class:`Node`, or for a graph from another
+    library with the same API (torch.fx, as torch.export and make_fx produce) its node class."""
+    if isinstance(graph, Graph):
+        return Node
+    for node in graph.nodes:
+        return type(node)
+    return Node
+
+
+def _check_graph_like(graph: Any) -> None:
+    if not hasattr(graph, "nodes"):
+        raise _NotAnInterpreterInput(
+            f"'{type(graph).__name__}' object has no attribute 'nodes': expected a Graph "
+            "(fxkit or torch.fx)"
+        )
+
+
+def _remap_foreign(a: Any, fn: Any, node_cls: type) -> Any:
+    """``map_arg`` for arguments whose nodes are ``node_cls`` instances from another library;
+    containers come back as plain tuples, lists and dicts."""
+    if isinstance(a, node_cls):
+        return fn(a)
+    if isinstance(a, tuple):
+        items = [_remap_foreign(x, fn, node_cls) for x in a]
+        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
+    if isinstance(a, list):
+        return [_remap_foreign(x, fn, node_cls) for x in a]
+    if isinstance(a, dict):
+        return {k: _remap_foreign(v, fn, node_cls) for k, v in a.items()}
+    if isinstance(a, slice):
+        parts = (a.start, a.stop, a.step)
+        return slice(*(_remap_foreign(x, fn, node_cls) for x in parts))
+    return a
+
+
+def _last_uses(graph: Any) -> Dict[Node, List[Node]]:
     """Map each node to the values whose last reader it is (they can be freed after it)."""
     seen: set = set()
     table: Dict[Node, List[Node]] = {}
+    native = isinstance(graph, Graph)
     for node in reversed(graph.nodes):
-        for inp in node._input_nodes:
+        for inp in node._input_nodes if native else node.all_input_nodes:
             if inp not in seen:
                 seen.add(inp)
                 table.setdefault(node, []).append(inp)
@@ -99,10 +136,16 @@ def _registered_child(obj: Any, name: str) -> Any:
 
 
 def _missing_value_error(node: Node, missing: Node) -> RuntimeError:
+    # torch.fx's text first, then why it happens.
     return RuntimeError(
-        f"Node {node.name} referenced nonexistent value {missing.name}! It has not been "
-        "computed yet or was already freed; run Graph.lint() to diagnose such issues"
+        f"Node {node} referenced nonexistent value {missing}! Run Graph.lint() to diagnose "
+        "such issues (the value has not been computed yet or was already freed)"
     )
+
+
+class _NotAnInterpreterInput(TypeError, AttributeError):
+    """Bad ``module``/``graph`` given to an Interpreter. torch.fx fails there with an
+    AttributeError (the attribute it looks up is missing); fxkit says what it needs."""
 
 
 def _describe_target(target: Any) -> str:
@@ -159,15 +202,20 @@ class Interpreter:
         graph: Optional[Graph] = None,
     ) -> None:
         if not isinstance(module, torch.nn.Module):
-            raise TypeError(f"Interpreter expects an nn.Module, got {type(module).__name__}")
+            raise _NotAnInterpreterInput(
+                f"'{type(module).__name__}' object has no attribute 'named_modules': the "
+                "Interpreter expects an nn.Module"
+            )
         if graph is None:
             graph = getattr(module, "graph", None)
-            if not isinstance(graph, Graph):
-                raise TypeError(
-                    f"{type(module).__name__} has no fxkit Graph; pass graph=... or a GraphModule"
+            if graph is None:
+                raise _NotAnInterpreterInput(
+                    f"'{type(module).__name__}' object has no attribute 'graph': pass "
+                    "graph=... or a GraphModule"
                 )
-        elif not isinstance(graph, Graph):
-            raise TypeError(f"graph must be an fxkit Graph, got {type(graph).__name__}")
+        _check_graph_like(graph)
+        # Graphs from torch.fx (torch.export, make_fx) run through the generic, slower path.
+        self._node_cls = _node_class(graph)
         self.module = module
         self.submodules: Dict[str, torch.nn.Module] = dict(module.named_modules())
         self.graph = graph
@@ -207,6 +255,7 @@ class Interpreter:
             and cls.fetch_args_kwargs_from_env is Interpreter.fetch_args_kwargs_from_env
             and cls.map_nodes_to_values is Interpreter.map_nodes_to_values
             and not fx_traceback.has_preserved_node_meta()
+            and self._node_cls is Node
         )
         handlers = {op: getattr(self, op) for op in _OPS} if inline else None
         frees = self.user_to_last_uses if self.garbage_collect_values else {}
@@ -226,6 +275,11 @@ class Interpreter:
                     env[node] = self.run_node(node)
             except Exception as e:
                 if self.extra_traceback:
+                    if isinstance(e, KeyError):
+                        # torch.fx reports a KeyError from a node as a RuntimeError.
+                        err = RuntimeError(*e.args)
+                        self._annotate(err, node)
+                        raise err from e
                     self._annotate(e, node)
                 raise
             dead = frees.get(node)
@@ -238,19 +292,23 @@ class Interpreter:
         return None
 
     def _annotate(self, e: BaseException, node: Node) -> None:
-        """Attach a note to ``e`` saying which node failed and where the user wrote it."""
+        """Say which node failed: torch.fx's text in the message, fxkit's detail in a note."""
         try:
             described = node.format_node()
         except Exception:
             described = node.name
+        # torch.fx rewrites the first argument (callers match on it); same text here.
+        where = f"While executing {described}"
+        text = f"{e.args[0]}\n\n{where}" if e.args else where
+        text += f"\nOriginal traceback:\n{node.meta.get('stack_trace')}"
+        try:
+            e.args = (text, *e.args[1:])
+        except Exception:
+            pass  # an exception type with read-only args keeps its message
         note = (
-            f"While executing {described}\n"
-            f"  in {type(self).__name__}: node {node.name!r} "
+            f"in {type(self).__name__}: node {node.name!r} "
             f"(op={node.op}, target={_describe_target(node.target)})"
         )
-        trace = node.meta.get("stack_trace")
-        if trace:
-            note += f"\nOriginal traceback:\n{trace.rstrip()}"
         if hasattr(e, "add_note"):
             e.add_note(note)
         else:  # Python 3.10: no notes; keep the text on the exception
@@ -288,9 +346,9 @@ class Interpreter:
     def _dispatch(self, n: Node) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         if not isinstance(args, tuple):
-            raise TypeError(f"expected args to be a tuple, got {type(args).__name__}")
+            raise AssertionError(f"Expected args to be tuple, got {type(args)}")
         if not isinstance(kwargs, dict):
-            raise TypeError(f"expected kwargs to be a dict, got {type(kwargs).__name__}")
+            raise AssertionError(f"Expected kwargs to be dict, got {type(kwargs)}")
         return getattr(self, n.op)(n.target, args, kwargs)
 
     # --- one method per opcode ---------------------------------------------------------------
@@ -301,7 +359,7 @@ class Interpreter:
         """The next input passed to :meth:`run` (``*name`` placeholders take all the rest);
         falls back to the placeholder's default value when inputs run out."""
         if not isinstance(target, str):
-            raise TypeError(f"placeholder target must be a str, got {type(target).__name__}")
+            raise AssertionError(f"Expected target to be str, got {type(target)}")
         if target.startswith("*"):
             return list(self.args_iter)
         try:
@@ -316,7 +374,7 @@ class Interpreter:
     def get_attr(self, target: Target, args: Tuple[Argument, ...], kwargs: Dict[str, Any]) -> Any:
         """The attribute ``target`` (a dotted path) of :attr:`module`."""
         if not isinstance(target, str):
-            raise TypeError(f"get_attr target must be a str, got {type(target).__name__}")
+            raise AssertionError(f"Expected target to be str, got {type(target)}")
         return self.fetch_attr(target)
 
     def call_function(
@@ -324,7 +382,9 @@ class Interpreter:
     ) -> Any:
         """``target(*args, **kwargs)``."""
         if isinstance(target, str):
-            raise TypeError(f"call_function target must be callable, got the string {target!r}")
+            raise AssertionError(
+                f"target should not be a string for call_function (got {target!r})"
+            )
         return target(*args, **kwargs)
 
     def call_method(
@@ -332,7 +392,7 @@ class Interpreter:
     ) -> Any:
         """``args[0].target(*args[1:], **kwargs)``."""
         if not isinstance(target, str):
-            raise TypeError(f"call_method target must be a str, got {type(target).__name__}")
+            raise AssertionError(f"Expected target to be str, got {type(target)}")
         self_obj, *rest = args
         return getattr(self_obj, target)(*rest, **kwargs)
 
@@ -341,7 +401,7 @@ class Interpreter:
     ) -> Any:
         """Call the submodule at path ``target`` with ``args``/``kwargs``."""
         if not isinstance(target, str):
-            raise TypeError(f"call_module target must be a str, got {type(target).__name__}")
+            raise AssertionError(f"Expected target to be str, got {type(target)}")
         return self.fetch_attr(target)(*args, **kwargs)
 
     def output(self, target: Target, args: Tuple[Argument, ...], kwargs: Dict[str, Any]) -> Any:
@@ -370,7 +430,8 @@ class Interpreter:
     def fetch_args_kwargs_from_env(self, n: Node) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         """``n``'s args and kwargs with every node replaced by its value from :attr:`env`."""
         if (
-            not n._kwargs
+            self._node_cls is Node
+            and not n._kwargs
             and type(self).map_nodes_to_values is Interpreter.map_nodes_to_values
             and all(type(a) is Node or type(a) in _ATOMS for a in n._args)
         ):
@@ -381,11 +442,10 @@ class Interpreter:
                 raise _missing_value_error(n, missing.node) from None
         args = self.map_nodes_to_values(n.args, n)
         kwargs = self.map_nodes_to_values(n.kwargs, n)
-        if not isinstance(args, tuple) or not isinstance(kwargs, dict):
-            raise TypeError(
-                f"map_nodes_to_values must keep the container types; got "
-                f"{type(args).__name__} and {type(kwargs).__name__} for node {n.name}"
-            )
+        if not isinstance(args, tuple):
+            raise AssertionError(f"Expected args to be tuple, got {type(args)}")
+        if not isinstance(kwargs, dict):
+            raise AssertionError(f"Expected kwargs to be dict, got {type(kwargs)}")
         return args, kwargs
 
     def map_nodes_to_values(self, args: Argument, n: Node) -> Argument:
@@ -399,7 +459,10 @@ class Interpreter:
             except KeyError:
                 raise _missing_value_error(n, a) from None
 
-        return map_arg(args, value_of)
+        node_cls = getattr(self, "_node_cls", Node)
+        if node_cls is Node:
+            return map_arg(args, value_of)
+        return _remap_foreign(args, value_of, node_cls)
 
 
 class Transformer(Interpreter):
@@ -422,11 +485,11 @@ class Transformer(Interpreter):
     """
 
     def __init__(self, module: GraphModule) -> None:
-        if not isinstance(module, GraphModule):
-            raise TypeError(f"Transformer expects a GraphModule, got {type(module).__name__}")
         super().__init__(module)
         self.new_graph = Graph()
-        self.new_graph.set_codegen(module.graph._codegen)
+        codegen = _native_codegen(self.graph._codegen)
+        if codegen is not None:
+            self.new_graph.set_codegen(codegen)
         self.tracer = _make_transformer_tracer(self.new_graph, module)
 
     def placeholder(
@@ -436,14 +499,14 @@ class Transformer(Interpreter):
         from fxkit.proxy import Proxy
 
         if not isinstance(target, str):
-            raise TypeError(f"placeholder target must be a str, got {type(target).__name__}")
+            raise AssertionError(f"Expected target to be str, got {type(target)}")
         default = args[0] if args else inspect.Signature.empty
         return Proxy(self.new_graph.placeholder(target, default_value=default), self.tracer)
 
     def get_attr(self, target: Target, args: Tuple[Argument, ...], kwargs: Dict[str, Any]) -> Any:
         """Add a ``get_attr`` of the same attribute to the new graph."""
         if not isinstance(target, str):
-            raise TypeError(f"get_attr target must be a str, got {type(target).__name__}")
+            raise AssertionError(f"Expected target to be str, got {type(target)}")
         return self.tracer.create_proxy("get_attr", target, args, kwargs)
 
     def call_module(
@@ -451,7 +514,7 @@ class Transformer(Interpreter):
     ) -> Any:
         """Record a call of the submodule (through the tracer, so its leaf policy applies)."""
         if not isinstance(target, str):
-            raise TypeError(f"call_module target must be a str, got {type(target).__name__}")
+            raise AssertionError(f"Expected target to be str, got {type(target)}")
         submod = self.fetch_attr(target)
         return self.tracer.call_module(submod, submod.forward, args, kwargs)
 
@@ -474,6 +537,19 @@ class Transformer(Interpreter):
             old_out = self.graph.output_node()
             new_out.meta.update(old_out.meta)
         return GraphModule(self.module, self.new_graph)
+
+
+def _native_codegen(codegen: Any) -> Any:
+    """``codegen`` as an fxkit CodeGen: itself, or for torch.fx's pytree CodeGen an fxkit one
+    with the same calling convention (None: the default CodeGen will do)."""
+    from fxkit.codegen import CodeGen, _PyTreeCodeGen, _PyTreeInfo
+
+    if isinstance(codegen, CodeGen):
+        return codegen
+    info = getattr(codegen, "pytree_info", None)
+    if info is None:
+        return None
+    return _PyTreeCodeGen(_PyTreeInfo(info.orig_args, info.in_spec, info.out_spec))
 
 
 def _make_transformer_tracer(graph: Graph, root: torch.nn.Module) -> Any:

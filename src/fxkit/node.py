@@ -10,11 +10,14 @@ bookkeeping.
 
 from __future__ import annotations
 
+import math
 import operator
+import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from fxkit._order import _GAP, _relabel_around
 from fxkit.immutable_collections import immutable_dict, immutable_list
 
 if TYPE_CHECKING:
@@ -22,6 +25,25 @@ if TYPE_CHECKING:
     from fxkit.operator_schemas import ArgsKwargsPair
 
 __all__ = ["Node", "Argument", "Target", "map_arg", "map_aggregate", "has_side_effect"]
+
+
+# Errors that are torch.fx's type for the same input and also the type fxkit raised before,
+# so code written against either keeps catching them.
+class _OpcodeError(AssertionError, ValueError):  # unknown opcode
+    pass
+
+
+class _InsertArgIndexError(AssertionError, IndexError):  # insert_arg out of range
+    pass
+
+
+class _NotANodeError(TypeError, AttributeError):  # torch.fx fails on .users/.args of it
+    pass
+
+
+class _ArgsTypeError(AssertionError, TypeError):  # args/kwargs of the wrong container type
+    pass
+
 
 BaseArgumentTypes = Union[
     str, int, float, bool, complex, torch.dtype, torch.Tensor, torch.device,
@@ -38,7 +60,6 @@ Argument = Optional[
 OPCODES = frozenset(
     ("placeholder", "get_attr", "call_function", "call_module", "call_method", "output", "root")
 )
-_STRING_TARGET_OPS = frozenset(("placeholder", "get_attr", "call_module", "call_method", "output"))
 
 
 def _collect_side_effectful() -> set:
@@ -85,7 +106,7 @@ def map_aggregate(a: Any, fn: Callable[[Any], Any]) -> Any:
     """Apply ``fn`` to every leaf of ``a``, rebuilding tuples, lists, dicts and slices around it.
 
     Lists and dicts come back as :class:`immutable_list` / :class:`immutable_dict`; named
-    tuples keep their type.
+    tuples keep their type, other tuple subclasses (``torch.Size``) become plain tuples.
     """
     t = type(a)
     if t is tuple:
@@ -100,7 +121,9 @@ def map_aggregate(a: Any, fn: Callable[[Any], Any]) -> Any:
         )
     if isinstance(a, tuple):
         items = [map_aggregate(x, fn) for x in a]
-        return t(*items) if hasattr(a, "_fields") else t(items)
+        # Named tuples keep their type; other tuple subclasses (torch.Size) become plain
+        # tuples, as torch.fx stores them.
+        return t(*items) if hasattr(a, "_fields") else tuple(items)
     if isinstance(a, list):
         return immutable_list([map_aggregate(x, fn) for x in a])
     if isinstance(a, dict):
@@ -111,7 +134,9 @@ def map_aggregate(a: Any, fn: Callable[[Any], Any]) -> Any:
 def map_arg(a: Any, fn: Callable[["Node"], Any]) -> Any:
     """Apply ``fn`` to every :class:`Node` inside the (possibly nested) argument ``a``."""
     if not callable(fn):
-        raise TypeError(f"map_arg expects a callable as its second argument, got {fn!r}")
+        raise _ArgsTypeError(
+            f"torch.fx.map_arg(a, fn): fn must be a callable (fxkit's map_arg got {fn!r})"
+        )
     return _remap(a, fn)
 
 
@@ -158,7 +183,9 @@ def _freeze(a: Any, found: dict) -> Any:
         return a
     if isinstance(a, tuple):
         items = [_freeze(x, found) for x in a]
-        return t(*items) if hasattr(a, "_fields") else t(items)
+        # Named tuples keep their type; other tuple subclasses (torch.Size) become plain
+        # tuples, as torch.fx stores them.
+        return t(*items) if hasattr(a, "_fields") else tuple(items)
     if isinstance(a, list):
         return immutable_list([_freeze(x, found) for x in a])
     if isinstance(a, dict):
@@ -179,36 +206,6 @@ def _inputs_tuple(found: dict, args: tuple) -> tuple:
     return inputs
 
 
-# ---------------------------------------------------------------------------------------------
-# Ordering keys: every linked node carries a number that increases along the list, so
-# "does a come before b" is O(1). Appends take the next multiple of _GAP; inserts take a
-# midpoint; when a neighbourhood runs out of room it is respaced locally.
-
-_GAP = 4096.0  # float keys: 24 bytes each, exact integers up to 2**53
-
-
-def _respace_after(lower: "Node", root: "Node") -> None:
-    """Give the packed run of nodes that follows ``lower`` fresh, evenly spaced keys."""
-    base = lower._order
-    run: list = []
-    cur = lower._next
-    while cur is not root:
-        run.append(cur)
-        nxt = cur._next
-        if nxt is root:
-            break
-        # Stop once the span to the next node is roomy relative to the run length; the
-        # quadratic threshold keeps repeated inserts at one spot amortised-cheap.
-        if nxt._order - base > 4 * (len(run) + 1) ** 2:
-            step = (nxt._order - base) // (len(run) + 1)
-            for i, node in enumerate(run, 1):
-                node._order = base + i * step
-            return
-        cur = nxt
-    for i, node in enumerate(run, 1):
-        node._order = base + i * _GAP
-
-
 class Node:
     """One operation in a :class:`~fxkit.graph.Graph`.
 
@@ -225,7 +222,7 @@ class Node:
 
     __slots__ = (
         "graph",
-        "name",
+        "_name",
         "op",
         "_target",
         "_args",
@@ -256,35 +253,27 @@ class Node:
         kwargs: Dict[str, Argument],
         return_type: Optional[Any] = None,
     ) -> None:
-        if op not in OPCODES:
-            raise ValueError(
-                f"invalid opcode {op!r} for node {name!r}; expected one of "
-                f"{sorted(OPCODES - {'root'})}"
-            )
         if op == "call_function":
             if not callable(target):
-                raise TypeError(
-                    f"call_function node {name!r} needs a callable target, got "
-                    f"{type(target).__name__} {target!r}"
-                )
-        elif op in _STRING_TARGET_OPS and type(target) is not str and not isinstance(target, str):
-            raise TypeError(
-                f"{op} node {name!r} needs a string target, got {type(target).__name__} {target!r}"
+                raise ValueError(_target_kind_message(graph, name, target, "a Callable"))
+        elif op not in OPCODES or op == "root" and name:
+            raise _OpcodeError(
+                f"op '{op}' is not in _legal_ops (expected one of "
+                f"{sorted(OPCODES - {'root'})}, node {name!r})"
             )
+        elif type(target) is not str and not isinstance(target, str):
+            raise ValueError(_target_kind_message(graph, name, target, "a str"))
         if type(args) is not tuple and not isinstance(args, tuple):
-            raise TypeError(f"args of node {name!r} must be a tuple, got {type(args)}")
+            raise _ArgsTypeError(f"args must be a tuple, got {type(args)} (node {name!r})")
         if not isinstance(kwargs, dict):
-            raise TypeError(f"kwargs of node {name!r} must be a dict, got {type(kwargs)}")
-        # A fresh node has no users, so only ownership needs checking (no cycle is possible).
+            raise _ArgsTypeError(f"kwargs must be a dict, got {type(kwargs)} (node {name!r})")
+        # Inputs from another graph or erased ones are accepted, as torch.fx does; lint()
+        # reports them. A fresh node has no users, so it cannot close a cycle.
         found: Dict[Node, None] = {}
         frozen_args = _freeze(args, found)
         frozen_kwargs = _freeze(kwargs, found) if kwargs else _EMPTY_KWARGS
-        for inp in found:
-            if inp.graph is not graph or inp._erased:
-                self.name = name
-                self._refuse_input(inp, graph)
         self.graph: Graph = graph
-        self.name = name
+        self._name = name
         self.op = op
         self._target: Any = target
         self.users: Dict[Node, None] = {}
@@ -292,7 +281,7 @@ class Node:
             self.type = return_type
         self._meta: Optional[Dict[str, Any]] = None
         self._prev = self._next = self
-        self._order: Any = None  # a float once linked; None while unlinked
+        self._order: Any = None  # an int once linked; None while unlinked
         self._args = frozen_args
         self._kwargs = frozen_kwargs
         inputs = _inputs_tuple(found, frozen_args)
@@ -300,13 +289,33 @@ class Node:
         for inp in inputs:
             inp.users[self] = None
 
-    def _refuse_input(self, inp: "Node", graph: "Graph") -> None:
-        if inp.graph is not graph:
-            raise ValueError(
-                f"node {self.name!r} cannot use {inp.name!r}: it belongs to another graph "
-                "(copy it with graph.node_copy or graph.graph_copy first)"
-            )
-        raise ValueError(f"node {self.name!r} cannot use {inp.name!r}: it was erased")
+    def _refuse_self_loop(self) -> None:
+        # A listed deliberate difference: torch.fx accepts this and lint() reports it later.
+        raise ValueError(
+            f"node {self._name!r} cannot use itself as an input (a self-loop); create the "
+            "replacement first, then point the node at it"
+        )
+
+    def _set_name(self, value: str) -> None:
+        """Rename in place; tells replace hooks (as torch.fx does) and keeps the name index."""
+        old = self._name
+        graph = self.graph
+        if self.users:
+            hooks = _hooks(graph, "_replace_hooks")
+            if hooks:
+                if not isinstance(value, str):
+                    raise AssertionError(f"Expected value to be str, got {type(value)}")
+                for user in self.users:
+                    for hook in hooks:
+                        hook(old=self, new=value, user=user)
+        self._name = value
+        if self._order is not None and not self._erased and graph is not None:
+            index = graph._by_name
+            if index.get(old) is self:
+                del index[old]
+            index[value] = self
+
+    name = property(operator.attrgetter("_name"), _set_name, doc="The node's unique name.")
 
     @property
     def meta(self) -> Dict[str, Any]:
@@ -322,34 +331,29 @@ class Node:
 
     # --- arguments and def-use bookkeeping ---------------------------------------------------
 
-    def _set_inputs(self, args: Any, kwargs: Any, *, check_cycles: bool = True) -> None:
-        """Replace args and kwargs at once, validating first so a refused edit changes nothing."""
-        if not isinstance(args, tuple):
-            raise TypeError(f"args of node {self.name!r} must be a tuple, got {type(args)}")
+    def _set_inputs(self, args: Any, kwargs: Any) -> None:
+        """Replace args and kwargs at once, validating first so a refused edit changes nothing.
+
+        As in torch.fx, inputs from another graph, erased inputs and cycles through other nodes
+        are accepted here and reported by ``lint()``; only a self-loop is refused.
+        """
+        if not isinstance(args, (tuple, list)):  # torch.fx keeps a list as given
+            raise TypeError(f"args of node {self._name!r} must be a tuple, got {type(args)}")
         if not isinstance(kwargs, dict):
-            raise TypeError(f"kwargs of node {self.name!r} must be a dict, got {type(kwargs)}")
+            raise TypeError(f"kwargs of node {self._name!r} must be a dict, got {type(kwargs)}")
         found: Dict[Node, None] = {}
         new_args = _freeze(args, found)
         new_kwargs = _freeze(kwargs, found) if kwargs else _EMPTY_KWARGS
-        graph = self.graph
-        old_inputs = self._input_nodes
-        for inp in found:
-            if inp.graph is not graph or inp._erased:
-                self._refuse_input(inp, graph)
-        if check_cycles and (self.users or self in found):
-            for inp in found:
-                if inp not in old_inputs and self._would_cycle(inp):
-                    raise ValueError(
-                        f"using {inp.name!r} as an input of {self.name!r} would create a cycle: "
-                        f"{inp.name!r} already depends on {self.name!r}"
-                    )
+        if self in found:
+            self._refuse_self_loop()
         order = self._order
         if order is not None:
+            graph = self.graph
             for inp in found:
-                if inp._order is not None and inp._order > order:
-                    graph._maybe_unordered = True  # a forward reference
+                if inp.graph is not graph or inp._order is None or inp._order > order:
+                    graph._maybe_unordered = True  # a forward or foreign reference
                     break
-        for old in old_inputs:
+        for old in self._input_nodes:
             old.users.pop(self, None)
         self._args = new_args
         self._kwargs = new_kwargs
@@ -357,26 +361,6 @@ class Node:
         self._input_nodes = inputs
         for inp in inputs:
             inp.users[self] = None
-
-    def _would_cycle(self, inp: "Node") -> bool:
-        """True if ``self`` is reachable from ``inp`` through inputs (so inp -> self closes)."""
-        if inp is self:
-            return True
-        if inp._order is not None and self._order is not None and inp._order < self._order:
-            # In a topologically ordered list nothing earlier can depend on us; graphs that are
-            # temporarily out of order fall through to the search below only when inp is later.
-            if not self.graph._maybe_unordered:
-                return False
-        stack = [inp]
-        seen = {inp}
-        while stack:
-            for nxt in stack.pop()._input_nodes:
-                if nxt is self:
-                    return True
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        return False
 
     @property
     def args(self) -> Tuple[Any, ...]:
@@ -403,10 +387,7 @@ class Node:
 
     @target.setter
     def target(self, value: Any) -> None:
-        if self.op == "call_function" and not callable(value):
-            raise TypeError(f"call_function node {self.name!r} needs a callable target")
-        if self.op in _STRING_TARGET_OPS and not isinstance(value, str):
-            raise TypeError(f"{self.op} node {self.name!r} needs a string target")
+        # Unchecked, as in torch.fx: lint() reports a target of the wrong kind.
         graph = self.graph
         if self._order is not None and not self._erased and graph is not None:
             graph._unindex(self)
@@ -424,39 +405,41 @@ class Node:
         """Set ``args[idx]`` to ``arg``."""
         args = list(self._args)
         if not -len(args) <= idx < len(args):
-            raise IndexError(f"node {self.name!r} has {len(args)} args; index {idx} is invalid")
+            raise IndexError(
+                f"list assignment index out of range (node {self._name!r} has {len(args)} args, "
+                f"index {idx})"
+            )
         args[idx] = arg
         self.args = tuple(args)
 
     def insert_arg(self, idx: int, arg: Argument) -> None:
         """Insert ``arg`` into ``args`` before position ``idx`` (0 <= idx <= len(args))."""
         if not 0 <= idx <= len(self._args):
-            raise IndexError(f"insert_arg index {idx} out of range for node {self.name!r}")
+            raise _InsertArgIndexError(
+                f"insert_args index must be between 0 and len(self.args), got {idx} "
+                f"(node {self._name!r} has {len(self._args)} args)"
+            )
         self.args = self._args[:idx] + (arg,) + self._args[idx:]
 
     def update_kwarg(self, key: str, arg: Argument) -> None:
         """Set ``kwargs[key]`` to ``arg``."""
-        if not isinstance(key, str):
-            raise TypeError(f"kwarg names are strings, got {key!r}")
         self.kwargs = {**self._kwargs, key: arg}
 
     def replace_input_with(self, old_input: "Node", new_input: "Node") -> None:
         """Make this node read ``new_input`` wherever it read ``old_input``."""
-        if not isinstance(old_input, Node) or not isinstance(new_input, Node):
-            raise TypeError("replace_input_with expects two Nodes")
+        if new_input is self and old_input in self._input_nodes:
+            self._refuse_self_loop()
+        hooks = _hooks(self.graph, "_replace_hooks")
+        if hooks:
+            for hook in hooks:
+                hook(old=old_input, new=new_input.name, user=self)
         if old_input not in self._input_nodes or old_input is new_input:
             return
-        if new_input.graph is not self.graph or new_input._erased:
-            self._refuse_input(new_input, self.graph)
-        if new_input not in self._input_nodes and self._would_cycle(new_input):
-            raise ValueError(
-                f"using {new_input.name!r} as an input of {self.name!r} would create a cycle"
-            )
         self._swap_input(old_input, new_input)
 
     def _swap_input(self, old: "Node", new: "Node") -> None:
-        """Replace every use of ``old`` by the already-validated ``new``, touching only the
-        containers and user sets involved."""
+        """Replace every use of ``old`` by ``new`` (a node, or as in torch.fx any value),
+        touching only the containers and user sets involved."""
 
         def swap(n: Node) -> Node:
             return new if n is old else n
@@ -466,11 +449,18 @@ class Node:
         if self._kwargs:
             self._kwargs = _remap(self._kwargs, swap)
         inputs = self._input_nodes
+        if type(new) is not Node and not isinstance(new, Node):
+            self._input_nodes = tuple([n for n in inputs if n is not old])
+            old.users.pop(self, None)
+            return
         if new in inputs:
             inputs = tuple([n for n in inputs if n is not old])
         else:
             inputs = tuple([new if n is old else n for n in inputs])
-            if self._order is not None and new._order is not None and new._order > self._order:
+            order = self._order
+            if order is not None and (
+                new.graph is not self.graph or new._order is None or new._order > order
+            ):
                 self.graph._maybe_unordered = True
         self._input_nodes = self._args if inputs == self._args else inputs
         old.users.pop(self, None)
@@ -479,36 +469,41 @@ class Node:
     def replace_all_uses_with(
         self,
         replace_with: "Node",
-        delete_user_cb: Callable[["Node"], bool] = lambda user: True,
+        delete_user_cb: Optional[Callable[["Node"], bool]] = None,
         *,
         propagate_meta: bool = False,
     ) -> List["Node"]:
         """Make every user of this node (those ``delete_user_cb`` accepts) read ``replace_with``.
 
         Returns the users that were changed. With ``propagate_meta`` the meta of this node is
-        copied onto ``replace_with`` (which must have empty meta).
+        copied onto ``replace_with`` (which must have empty meta). Checks come first, so a
+        call that raises changes nothing.
         """
-        if not isinstance(replace_with, Node):
-            raise TypeError(f"replace_all_uses_with expects a Node, got {type(replace_with)}")
-        if replace_with.graph is not self.graph:
-            raise ValueError(f"{replace_with.name!r} belongs to another graph than {self.name!r}")
-        if propagate_meta:
-            if replace_with.meta:
-                raise ValueError(
-                    f"propagate_meta needs {replace_with.name!r} to have empty meta, it has "
-                    f"keys {sorted(replace_with.meta)}"
-                )
-            replace_with.meta.update(self.meta)
-        if replace_with._erased:
-            raise ValueError(f"cannot replace uses of {self.name!r} with erased node")
-        changed = [user for user in list(self.users) if delete_user_cb(user)]
+        if propagate_meta and replace_with.meta:
+            raise AssertionError(
+                "Called node.replace_all_uses_with(replace_with, propagate_meta=True), "
+                f"but replace_with already has .meta keys ({replace_with.name!r} has "
+                f"{sorted(replace_with.meta)}; clear them or copy the keys you want yourself)"
+            )
+        # Decide which users change before touching anything, so a failing callback leaves
+        # the graph as it was.
+        users = list(self.users)
+        if delete_user_cb is not None:
+            users = [user for user in users if delete_user_cb(user)]
+        if propagate_meta and self._meta:
+            replace_with.meta.update(self._meta)
+        new_name = replace_with.name if _hooks(self.graph, "_replace_hooks") else None
         if replace_with is self:
-            return changed
-        for user in changed:
-            # No cycle check: a self-loop (a user replaced by itself) is the caller's to fix,
-            # as in torch.fx, where the idiom is to repair it right after.
+            return users
+        hooks = _hooks(self.graph, "_replace_hooks")
+        for user in users:
+            if hooks:
+                for hook in hooks:
+                    hook(old=self, new=new_name, user=user)
+            # No self-loop check: a user replaced by itself is the caller's to fix, as in
+            # torch.fx, where the idiom is to repair it right after.
             user._swap_input(self, replace_with)
-        return changed
+        return users
 
     # --- position in the graph ---------------------------------------------------------------
 
@@ -525,9 +520,12 @@ class Node:
     def prepend(self, x: "Node") -> None:
         """Move (or insert) ``x`` so it sits immediately before this node."""
         if not isinstance(x, Node):
-            raise TypeError(f"prepend expects a Node, got {type(x).__name__}")
+            raise TypeError(f"_prepend() argument must be a Node (got {type(x).__name__})")
         if x.graph is not self.graph:
-            raise ValueError(f"cannot move {x.name!r} next to {self.name!r}: different graphs")
+            raise AssertionError(
+                f"Attempting to move a Node into a different Graph ({x.name!r} next to "
+                f"{self._name!r})"
+            )
         if x is self or self._prev is x:
             return
         self.graph._move_before(x, self)
@@ -543,17 +541,16 @@ class Node:
         self._next = anchor
         prev._next = self
         anchor._prev = self
-        root = self.graph._root
         lo = prev._order
-        if anchor is root:
+        if anchor is self.graph._root:
             self._order = lo + _GAP
+            return
+        hi = anchor._order
+        if hi - lo >= 2:
+            self._order = (lo + hi) >> 1
         else:
-            hi = anchor._order
-            if hi - lo >= 2:
-                self._order = (lo + hi) // 2
-            else:
-                self._order = lo + 1
-                _respace_after(prev, root)
+            self._order = lo
+            _relabel_around(self, self.graph._root)
 
     def _unlink(self) -> None:
         """Take this node out of the list; its own prev/next stay so live iterators go on."""
@@ -631,46 +628,52 @@ class Node:
         self,
         placeholder_names: Optional[List[str]] = None,
         maybe_return_typename: Optional[List[str]] = None,
-        **_ignored: Any,
+        *,
+        include_tensor_metadata: bool = False,
     ) -> Optional[str]:
         """One line describing this node, e.g. ``%add : [num_users=1] = call_function[...]``.
 
-        ``placeholder_names``, if given, collects placeholder descriptions instead (returning
-        ``None``), and ``maybe_return_typename`` receives the output's type annotation.
+        As in torch.fx, a non-empty ``placeholder_names`` list collects placeholder
+        descriptions instead (returning ``None``), and ``maybe_return_typename`` receives the
+        output's type annotation. Arguments print through :func:`_format_arg`, so objects
+        with a ``_custom_fx_repr_fn`` choose their own text. ``include_tensor_metadata`` shows
+        a call's tensor value (``meta["val"]`` etc.) as ``Tensor "f32[2, 3][3, 1]cpu"``.
         """
         from fxkit.codegen import describe_target
 
         if self.op == "placeholder":
-            text = self._target
-            if self.type is not None:
-                text += f": {_type_text(self.type)}"
-            if self._args:
-                text += f" = {self._args[0]!r}"
-            if placeholder_names is not None:
+            if placeholder_names:
+                text = self._target
+                if self.type:
+                    text += f": {_type_repr(self.type)}"
                 placeholder_names.append(text)
                 return None
+            prefix = f"{_type_repr(self.type)} " if self.type else ""
             default = f"(default={self._args[0]})" if self._args else ""
             return (
-                f"%{self.name} : {self._type_prefix()}[num_users={len(self.users)}] = "
+                f"%{self._name} : {prefix}[num_users={len(self.users)}] = "
                 f"placeholder[target={self._target}]{default}"
             )
         if self.op == "output":
-            if self.type is not None and maybe_return_typename is not None:
-                maybe_return_typename[0] = f" -> {_type_text(self.type)}"
+            if self.type and maybe_return_typename:
+                maybe_return_typename[0] = f" -> {_type_repr(self.type)}"
             return f"return {self._args[0]}"
         if self.op == "get_attr":
             return (
-                f"%{self.name} : {self._type_prefix()}[num_users={len(self.users)}] = "
+                f"%{self._name} : {self._type_prefix()}[num_users={len(self.users)}] = "
                 f"get_attr[target={self._target}]"
             )
+        prefix = self._type_prefix()
+        if include_tensor_metadata:
+            prefix = _tensor_annotation(self._meta) or prefix
         return (
-            f"%{self.name} : {self._type_prefix()}[num_users={len(self.users)}] = "
+            f"%{self._name} : {prefix}[num_users={len(self.users)}] = "
             f"{self.op}[target={describe_target(self._target)}]"
-            f"(args = {_fmt_arg(self._args)}, kwargs = {_fmt_arg(self._kwargs)})"
+            f"(args = {_format_arg(self._args)}, kwargs = {_format_arg(self._kwargs)})"
         )
 
     def _type_prefix(self) -> str:
-        return f"{_type_text(self.type)} " if self.type is not None else ""
+        return f"{_type_repr(self.type)} " if self.type is not None else ""
 
     def __repr__(self) -> str:
         if self._repr_fn is not None:
@@ -700,42 +703,81 @@ def _torch_says_impure(target: Any, args: Any, kwargs: Any, impure_random: bool)
     """Ask torch's own effect registry (newer torch only) about operator targets."""
     if not isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
         return False
-    checker = _torch_impure_checker()
-    if checker is None:
-        return False
-    try:
-        return bool(checker(target, args=args, kwargs=kwargs, impure_random=impure_random))
-    except Exception:
-        return False
-
-
-def _torch_impure_checker() -> Optional[Callable]:
     try:
         from torch._library.utils import is_impure
-    except ImportError:
-        return None
-    return is_impure
+
+        return bool(is_impure(target, args=args, kwargs=kwargs, impure_random=impure_random))
+    except Exception:  # older torch lacks the registry; unknown ops count as pure
+        return False
 
 
-def _type_text(t: Any) -> str:
-    if isinstance(t, type):
+def _tensor_annotation(meta: Optional[Dict[str, Any]]) -> str:
+    """``Tensor "f32[2, 3][3, 1]cpu"`` for a dense tensor value recorded in ``meta``."""
+    if not meta:
+        return ""
+    value = meta.get("val", meta.get("tensor_meta", meta.get("example_value")))
+    if not isinstance(value, torch.Tensor) or value.layout in (torch.sparse_csc, torch.sparse_csr):
+        return ""
+    from torch.utils._dtype_abbrs import dtype_abbrs
+
+    shape = ", ".join(str(d) for d in value.shape)
+    stride = ", ".join(str(d) for d in value.stride())
+    return f'Tensor "{dtype_abbrs[value.dtype]}[{shape}][{stride}]{value.device}"'
+
+
+def _type_repr(t: Any) -> str:
+    """How ``print(graph)`` spells a type annotation (torch.fx's spelling): classes as
+    ``module.qualname`` (bare for builtins), functions by name, everything else by ``repr``
+    (``typing.List[float]``, ``list[str]``, string annotations with their quotes)."""
+    if isinstance(t, type) and not isinstance(t, types.GenericAlias):
         if t.__module__ == "builtins":
             return t.__qualname__
         return f"{t.__module__}.{t.__qualname__}"
-    return repr(t).replace("typing.", "")
+    if t is ...:
+        return "..."
+    if isinstance(t, types.FunctionType):
+        return t.__name__
+    return repr(t)
 
 
-def _fmt_arg(arg: Any) -> str:
-    """Render an argument for ``format_node``: nodes as ``%name``, containers recursively."""
-    if isinstance(arg, Node):
-        return f"%{arg.name}"
-    if isinstance(arg, tuple) and not hasattr(arg, "_fields"):
-        inner = ", ".join(_fmt_arg(a) for a in arg)
-        return f"({inner},)" if len(arg) == 1 else f"({inner})"
-    if isinstance(arg, list):
-        return "[" + ", ".join(_fmt_arg(a) for a in arg) + "]"
+def _format_arg(arg: object, max_list_len: float = math.inf) -> str:
+    """Render a node argument as torch.fx's ``format_node`` does: nodes as ``%name``, lists
+    and tuples item by item (at most ``max_list_len`` items, then the total length), dicts as
+    ``{key: value}``; an object with a ``_custom_fx_repr_fn`` method renders itself."""
+    custom = getattr(arg, "_custom_fx_repr_fn", None)
+    if custom is not None:
+        return custom()
+    if isinstance(arg, (list, tuple)):
+        shown = ", ".join(_format_arg(a) for i, a in enumerate(arg) if i < max_list_len)
+        more = "" if len(arg) < max_list_len + 1 else f", ...[total_len={len(arg)}]"
+        if isinstance(arg, list):
+            return f"[{shown}{more}]"
+        comma = "," if len(arg) == 1 else ""
+        return f"({shown}{comma}{more})"
     if isinstance(arg, dict):
-        return "{" + ", ".join(f"{k}: {_fmt_arg(v)}" for k, v in arg.items()) + "}"
-    if isinstance(arg, slice):
-        return f"slice({_fmt_arg(arg.start)}, {_fmt_arg(arg.stop)}, {_fmt_arg(arg.step)})"
+        return "{" + ", ".join(f"{k}: {_format_arg(v)}" for k, v in arg.items()) + "}"
+    if isinstance(arg, Node):
+        return f"%{arg}"
     return str(arg)
+
+
+def _hooks(graph: Any, kind: str) -> Any:
+    """The hook list ``kind`` (``_create_node_hooks``, ``_erase_node_hooks``,
+    ``_replace_hooks``) that torch.fx's ``_register_*_hook`` methods keep on the graph's
+    owning module; empty when none. Read from the instance dict: a miss through
+    ``nn.Module.__getattr__`` would cost more than creating the node."""
+    module = getattr(graph, "_owning_module", None)
+    if module is None:
+        return ()
+    found = getattr(module, "__dict__", _NO_HOOKS).get(kind)
+    return found if found is not None else ()
+
+
+_NO_HOOKS: Dict[str, Any] = {}
+
+
+def _target_kind_message(graph: Any, name: str, target: Any, expected: str) -> str:
+    return (
+        f"Node [graph = {graph}, name = '{name}'] target {target} has type "
+        f"{torch.typename(target)} but {expected} is expected"
+    )

@@ -63,6 +63,29 @@ class _LenTraceError(TraceError, RuntimeError):
     pass
 
 
+class _DictKeyTraceError(TraceError, RuntimeError):
+    # torch.fx raises RuntimeError for a Node inside a dict key.
+    pass
+
+
+class _TypeAssertionError(TypeError, AssertionError):
+    # Where torch.fx asserts and fxkit raised TypeError: callers may catch either type.
+    pass
+
+
+# torch.fx's texts, which fxkit's messages start with (callers match on them).
+_ITER_TEXT = (
+    "Proxy object cannot be iterated. This can be attempted when the Proxy is used in a loop or "
+    "as a *args or **kwargs function argument. See the torch.fx docs on pytorch.org for a more "
+    "detailed explanation of what types of control flow can be traced, and check out the Proxy "
+    "docstring for help troubleshooting Proxy iteration errors"
+)
+_LEN_TEXT = (
+    "'len' is not supported in symbolic tracing by default. If you want this call to be "
+    "recorded, please call torch.fx.wrap('len') at module scope"
+)
+
+
 class Scope:
     """The module a node was created in: its qualified path and its type."""
 
@@ -265,8 +288,8 @@ class TracerBase:
         """Called when a proxy is iterated (``for``, ``*proxy``); by default an error."""
         raise TraceError(
             _trace_error_text(
-                "Proxy object cannot be iterated: its length is unknown while tracing "
-                "(a loop over it, or *proxy unpacking). Index it explicitly instead, e.g. "
+                f"{_ITER_TEXT}.\n  (fxkit) its length is unknown while tracing (a loop over it, "
+                "or *proxy unpacking); index it explicitly instead, e.g. "
                 "`for i in range(n): proxy[i]` with a constant n",
                 obj,
                 sys._getframe(1),
@@ -279,13 +302,18 @@ class TracerBase:
 
 
 def _bad_lowering(label: str, value: Any, kind_needed: type) -> None:
-    raise TypeError(
-        f"create_arg({label}) must return a {kind_needed.__name__}, got {type(value).__name__}"
+    raise _TypeAssertionError(
+        f"Expected {label}_ to be {kind_needed.__name__}, got {type(value)}\n"
+        f"  (fxkit) create_arg({label}) must return a {kind_needed.__name__}, got "
+        f"{type(value).__name__}"
     )
 
 
 def _no_nodes_in_key(arg: Argument) -> Any:
-    raise TraceError(f"dictionary keys used as node arguments cannot contain a Node; got {arg}")
+    raise _DictKeyTraceError(
+        f"Keys for dictionaries used as an argument cannot contain a Node. Got key: {arg}\n"
+        "  (fxkit) dictionary keys used as node arguments must be constants"
+    )
 
 
 def _dict_key_arg(tracer: TracerBase, key: Any) -> Any:
@@ -458,8 +486,7 @@ class Proxy:
     def __len__(self) -> int:
         raise _LenTraceError(
             _trace_error_text(
-                "'len' is not supported in symbolic tracing by default. If you want this call "
-                "to be recorded, please call fxkit.wrap('len') at module scope",
+                f"{_LEN_TEXT} (fxkit.wrap('len') works too)",
                 self,
                 sys._getframe(1),
             )
@@ -640,7 +667,10 @@ class ParameterProxy(Proxy):
     def __init__(self, tracer: TracerBase, node: Node, name: str, param: torch.nn.Parameter):
         # Checked before anything is set, so a wrong call leaves no half-made proxy behind.
         if not isinstance(param, torch.nn.Parameter):
-            raise TypeError(f"ParameterProxy needs an nn.Parameter, got {type(param).__name__}")
+            raise _TypeAssertionError(
+                f"Expected Parameter, got {type(param)}\n  (fxkit) ParameterProxy needs an "
+                f"nn.Parameter, got {type(param).__name__}"
+            )
         Proxy.__init__(self, node, tracer)
         self.param, self.name = param, name
 

@@ -3,7 +3,9 @@ subgraph for a copy of a replacement subgraph.
 
 Matching is :class:`~fxkit.passes.utils.matcher_utils.SubgraphMatcher`'s (use-def structure,
 not names; non-overlapping; matched internals must not be used outside the match). Every
-input is checked before the graph is touched, so a rejected call leaves ``gm`` as it was.
+input is checked before the graph is touched, and a call that fails midway (a raising
+replacement_callback or node hook) is undone, so a failed call leaves ``gm`` as it was.
+``gm``, the pattern and the replacement may be fxkit's or torch.fx's (torch.export, make_fx).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
+from fxkit.interpreter import _node_class, _remap_foreign
 from fxkit.node import Node, map_arg
 
 if TYPE_CHECKING:
@@ -45,12 +48,23 @@ class ReplacedPatterns:
     replacements: List[Node]
 
 
+def _is_graph(obj: Any) -> bool:
+    # fxkit's Graph or torch.fx's: anything with the Graph API that is not a module.
+    return isinstance(obj, Graph) or (
+        hasattr(obj, "nodes") and hasattr(obj, "create_node") and not callable(obj)
+    )
+
+
+def _is_graph_module(obj: Any) -> bool:
+    return isinstance(obj, torch.nn.Module) and _is_graph(getattr(obj, "graph", None))
+
+
 def _as_graph(obj: Any, role: str) -> Tuple[Graph, Optional[torch.nn.Module]]:
     """The graph behind a pattern/replacement given as Graph, GraphModule, Module or callable,
     and the module holding the attributes its ``get_attr``/``call_module`` nodes name."""
-    if isinstance(obj, GraphModule):
+    if _is_graph_module(obj):
         return obj.graph, obj
-    if isinstance(obj, Graph):
+    if _is_graph(obj):
         return obj, None
     if callable(obj):
         from fxkit._symbolic_trace import symbolic_trace
@@ -76,7 +90,7 @@ def _check_replacement(
     module: Optional[torch.nn.Module],
 ) -> None:
     """Reject a replacement that could not be spliced in, before anything is edited."""
-    if not isinstance(replacement, Graph):
+    if not _is_graph(replacement):
         raise TypeError(
             f"the replacement must be a Graph, got {type(replacement).__name__} (from "
             "replacement_callback?)"
@@ -214,7 +228,7 @@ def _replace_pattern(
     # fmt: on
     from fxkit.passes.utils.matcher_utils import SubgraphMatcher
 
-    if not isinstance(gm, GraphModule):
+    if not _is_graph_module(gm):
         raise TypeError(
             f"replace_pattern works on a GraphModule, got {type(gm).__name__}; trace it "
             "first (fxkit.symbolic_trace)"
@@ -250,19 +264,25 @@ def _replace_pattern(
     compute_pns = [pn for pn in pattern_graph.nodes if pn.op not in ("placeholder", "output")]
     templates: Dict[int, Tuple[Graph, _Template]] = {}
     done: List[ReplacedPatterns] = []
-    for m in matches:
-        if replacement_callback is not None:
-            rep = replacement_callback(m, graph, pattern_graph)
-            _check_replacement(rep, n_inputs, n_outputs, gm, holder)
-        else:
-            rep = fixed  # type: ignore[assignment]
-        entry = templates.get(id(rep))
-        if entry is None or entry[0] is not rep:
-            entry = templates[id(rep)] = (rep, _Template(rep))
-        _refresh_inputs(m, changed)
-        replaced, outs = _splice(graph, m, entry[1], compute_pns)
-        changed.update(zip(m.returning_nodes, outs))
-        done.append(replaced)
+    site = _Site(graph)
+    try:
+        for m in matches:
+            if replacement_callback is not None:
+                rep = replacement_callback(m, graph, pattern_graph)
+                _check_replacement(rep, n_inputs, n_outputs, gm, holder)
+            else:
+                rep = fixed  # type: ignore[assignment]
+            entry = templates.get(id(rep))
+            if entry is None or entry[0] is not rep:
+                entry = templates[id(rep)] = (rep, _Template(rep))
+            _refresh_inputs(m, changed, site.node_types)
+            replaced, outs = _splice(site, m, entry[1], compute_pns)
+            changed.update(zip(m.returning_nodes, outs))
+            done.append(replaced)
+        site.erase_doomed()
+    except BaseException:
+        site.rollback()
+        raise
 
     gm.recompile()
     if holder is not None and (done or isinstance(replacement, torch.nn.Module)):
@@ -272,11 +292,11 @@ def _replace_pattern(
     return done
 
 
-def _refresh_inputs(m: "InternalMatch", changed: Dict[Node, Node]) -> None:
+def _refresh_inputs(m: "InternalMatch", changed: Dict[Node, Node], node_types: tuple) -> None:
     if not changed:
         return
     for i, gn in enumerate(m.placeholder_nodes):
-        if isinstance(gn, Node) and gn in changed:
+        if isinstance(gn, node_types) and gn in changed:
             new = changed[gn]
             m.placeholder_nodes[i] = new
             for pn, mapped in m.nodes_map.items():
@@ -289,9 +309,10 @@ class _Template:
     """A replacement graph unpacked once, so each occurrence is stamped out with plain
     ``create_node`` calls (what ``graph_copy`` would do, without re-walking the graph)."""
 
-    __slots__ = ("inputs", "steps", "out")
+    __slots__ = ("inputs", "steps", "out", "node_cls")
 
     def __init__(self, rep: Graph) -> None:
+        self.node_cls = _node_class(rep)
         self.inputs = [n for n in rep.nodes if n.op == "placeholder"]
         self.steps = []
         self.out: Any = None
@@ -303,70 +324,129 @@ class _Template:
                 break
             self.steps.append((n, n.op, n.target, n.args, n.kwargs, n.name, n.type, n.meta))
 
-    def stamp(self, graph: Graph, inputs: List[Any]) -> Tuple[tuple, List[Node]]:
-        """Insert one copy at the graph's insertion point; returns (outputs, new nodes)."""
+    def stamp(self, graph: Graph, inputs: List[Any], log: List[Node]) -> Tuple[tuple, List[Node]]:
+        """Insert one copy at the graph's insertion point; returns (outputs, new nodes).
+        Each new node is also appended to ``log`` as soon as it exists."""
         vm: Dict[Node, Any] = dict(zip(self.inputs, inputs))
         lookup = vm.__getitem__
+        node_cls = self.node_cls
 
         def sub(a: Any) -> Any:
             t = type(a)
-            if t is Node:
+            if t is node_cls:
                 return vm[a]
             if t in _ATOMS:
                 return a
-            return map_arg(a, lookup)
+            if node_cls is Node:
+                return map_arg(a, lookup)
+            return _remap_foreign(a, lookup, node_cls)
 
         added = []
         for old, op, target, args, kwargs, name, type_expr, meta in self.steps:
-            new_args = tuple([vm[a] if type(a) is Node else sub(a) for a in args])
+            new_args = tuple([vm[a] if type(a) is node_cls else sub(a) for a in args])
             new_kwargs = {k: sub(v) for k, v in kwargs.items()} if kwargs else {}
             node = graph.create_node(op, target, new_args, new_kwargs, name, type_expr)
+            log.append(node)
             if meta:
                 node.meta = meta.copy()
             vm[old] = node
             added.append(node)
-        out = vm[self.out] if type(self.out) is Node else map_arg(self.out, lookup)
+        out = sub(self.out)
         return (tuple(out) if isinstance(out, (tuple, list)) else (out,)), added
 
 
 _ATOMS = frozenset((int, float, str, bool, type(None), torch.dtype, torch.device))
 
 
+class _Site:
+    """The graph being rewritten, with what it takes to undo the rewrite.
+
+    Matched nodes are only erased once every occurrence has been spliced in, so until then
+    an exception (from a replacement_callback, a node hook, a bad replacement) can put the
+    graph back exactly: the readers of replaced values get their arguments back and the new
+    nodes go. Erasing later changes nothing observable: names are never reused, and the
+    insertion point of a later occurrence ignores nodes already due to be erased. The undo
+    record grows with the edits made, not with the graph.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        native = isinstance(graph, Graph)
+        self.pos = _position if native else _foreign_position
+        self.node_types: tuple = (Node,) if native else (Node, _node_class(graph))
+        self.doomed: Dict[Node, None] = {}
+        self.added: List[Node] = []  # new nodes, in creation order
+        self.inputs: List[Any] = []  # values the new nodes were built on
+        # node -> (args, kwargs) it had before its first rewiring (immutable, so a reference
+        # is a snapshot)
+        self.rewired: Dict[Node, Tuple[Any, Any]] = {}
+
+    def rewire(self, old: Node, new: Node) -> None:
+        """``old.replace_all_uses_with(new)``, remembering the readers' arguments."""
+        rewired = self.rewired
+        for user in old.users:
+            if user not in rewired:
+                rewired[user] = (user.args, user.kwargs)
+        old.replace_all_uses_with(new)
+
+    def erase_doomed(self) -> None:
+        # Readers before what they read: latest first in graph order.
+        for gn in sorted(self.doomed, key=self.pos, reverse=True):
+            self.graph.erase_node(gn)
+
+    def rollback(self) -> None:
+        for n, (args, kwargs) in self.rewired.items():
+            n.args, n.kwargs = args, kwargs
+        # A node whose creation raised (a create-node hook) was never inserted, but already
+        # reads its inputs: drop those reads. Such a node is still linked only to itself.
+        for value in (*self.inputs, *self.added):
+            if isinstance(value, self.node_types):
+                for user in list(value.users):
+                    if user.next is user:
+                        user.args, user.kwargs = (), {}
+        # New nodes are read only by newer ones now: erase from the newest.
+        for n in reversed(self.added):
+            self.graph.erase_node(n)
+
+
 def _splice(
-    graph: Graph, m: "InternalMatch", rep: _Template, compute_pns: List[Node]
+    site: _Site, m: "InternalMatch", rep: _Template, compute_pns: List[Node]
 ) -> Tuple[ReplacedPatterns, tuple]:
-    """Insert a copy of ``rep`` for occurrence ``m`` and erase the matched nodes."""
+    """Insert a copy of ``rep`` for occurrence ``m``; its matched nodes become doomed."""
+    graph, pos, doomed = site.graph, site.pos, site.doomed
     # The copy goes right before the first reader of a returned value (so everything the
     # copy needs is defined and every reader sees it), or right after the last returned
-    # node when nothing reads them.
+    # node when nothing reads them. Nodes of earlier occurrences (still in the graph until
+    # the end) do not count.
     returning = m.returning_nodes
-    if len(returning) == 1:
-        readers: Any = returning[0].users
-    else:
-        readers = {}
-        for r in returning:
-            readers.update(r.users)
+    readers: Dict[Node, None] = {}
+    for r in returning:
+        readers.update(r.users)
+    if doomed:
+        readers = {u: None for u in readers if u not in doomed}
     if readers:
-        insert_at = min(readers, key=_position) if len(readers) > 1 else next(iter(readers))
+        insert_at = min(readers, key=pos) if len(readers) > 1 else next(iter(readers))
     else:
-        insert_at = max(returning, key=_position).next
+        insert_at = max(returning, key=pos).next
+    site.inputs.extend(m.placeholder_nodes)
     with graph.inserting_before(insert_at):
-        outs, added = rep.stamp(graph, m.placeholder_nodes)
+        outs, added = rep.stamp(graph, m.placeholder_nodes, site.added)
     for old, new in zip(returning, outs):
-        if not isinstance(new, Node):
+        if not isinstance(new, site.node_types):
             raise TypeError(
                 f"the replacement returns {new!r} where the pattern returns node "
                 f"{old.name!r}; a returned value must be a node"
             )
-        old.replace_all_uses_with(new)
-    doomed = [m.nodes_map[pn] for pn in compute_pns]
-    # Erase readers before what they read: latest first in graph order.
-    doomed.sort(key=_position, reverse=True)
-    for gn in doomed:
-        graph.erase_node(gn)
+        site.rewire(old, new)
+    for pn in compute_pns:
+        doomed[m.nodes_map[pn]] = None
     replaced = ReplacedPatterns(anchor=m.anchors[0], nodes_map=m.nodes_map, replacements=added)
     return replaced, outs
 
 
 def _position(n: Node) -> int:
     return n._order  # type: ignore[return-value]
+
+
+def _foreign_position(n: Any) -> Any:
+    return n._sort_key  # torch.fx's graph-order key

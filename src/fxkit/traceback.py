@@ -45,6 +45,11 @@ def _meta() -> dict:
     return meta
 
 
+class _TypeAssertionError(TypeError, AssertionError):
+    # torch.fx asserts on these inputs; fxkit raised TypeError: either type catches it.
+    pass
+
+
 class NodeSourceAction(Enum):
     """How a node came from another one: created from it, or replacing it."""
 
@@ -77,7 +82,10 @@ class NodeSource:
         actions = [] if action is None else action if isinstance(action, list) else [action]
         for a in actions:
             if not isinstance(a, NodeSourceAction):
-                raise TypeError(f"action must be a NodeSourceAction, got {a!r}")
+                raise _TypeAssertionError(
+                    f"Expected NodeSourceAction, got {type(a)}\n  (fxkit) action must be a "
+                    f"NodeSourceAction, got {a!r}"
+                )
         self.pass_name = pass_name
         self.action: list = actions
         if node is not None:
@@ -130,7 +138,7 @@ class NodeSource:
     @classmethod
     def _from_dict(cls, d: Optional[dict]) -> Optional["NodeSource"]:
         if d is not None and not isinstance(d, dict):
-            raise TypeError(f"expected a dict, got {type(d).__name__}")
+            raise _TypeAssertionError(f"Expected a dict, got {type(d)}")
         return None if d is None else cls._rebuild(d)
 
     @classmethod

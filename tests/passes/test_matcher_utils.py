@@ -358,8 +358,6 @@ def test_name_node_map_pattern_must_return_a_dict_last():
 def test_bad_matcher_input():
     with pytest.raises(TypeError, match="Graph"):
         SubgraphMatcher("not a graph")
-    with pytest.raises(TypeError, match="Graph"):
-        SubgraphMatcher(add_relu(tfx))
     with pytest.raises(ValueError, match="empty"):
         SubgraphMatcher(fxkit.Graph())
     g = fxkit.Graph()
@@ -367,7 +365,7 @@ def test_bad_matcher_input():
     with pytest.raises(ValueError, match="no output"):
         SubgraphMatcher(g)
     with pytest.raises(TypeError, match="Graph"):
-        SubgraphMatcher(add_relu(fxkit)).match(add_relu(tfx))
+        SubgraphMatcher(add_relu(fxkit)).match("not a graph")
 
 
 def test_matching_does_not_modify_either_graph():

@@ -16,11 +16,27 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from fxkit.graph import Graph
+from fxkit.interpreter import _node_class
 from fxkit.node import Node
 
 __all__ = ["SubgraphMatcher", "InternalMatch"]
 
 _WILDCARD_OPS = ("placeholder", "output")
+
+
+class _PatternError(ValueError, AssertionError):
+    """A pattern the matcher cannot use (torch.fx asserts; fxkit's older API said ValueError)."""
+
+
+class _UnusedPatternInput(KeyError):
+    """A match found for a pattern with an input it never uses: it cannot be bound. torch.fx
+    fails the same way (a KeyError naming the input) at the same point."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.args[0]!r}: pattern input never used by the pattern, so a match cannot "
+            "bind it; every pattern parameter must be used"
+        )
 
 
 def _starts_empty(kind: type) -> Any:
@@ -118,7 +134,8 @@ class SubgraphMatcher:
                  match_placeholder: bool = False, remove_overlapping_matches: bool = True,
                  ignore_literals: bool = False) -> None:
         # fmt: on
-        if not isinstance(pattern, Graph):
+        # Any graph with the Graph API will do: fxkit's, or torch.fx's (make_fx, torch.export).
+        if not hasattr(pattern, "nodes"):
             raise TypeError(
                 f"SubgraphMatcher expects a pattern Graph, got {type(pattern).__name__}"
             )
@@ -132,16 +149,12 @@ class SubgraphMatcher:
                 "matcher knows which values the pattern produces"
             )
         for n in nodes:
+            # Placeholders are impure: an unused one is accepted here (as torch.fx does) and
+            # only fails once a match would have to bind it.
             if n.op != "output" and not n.users and not n.is_impure():
-                raise ValueError(
-                    f"the pattern has dead code: node {n.name!r} ({n.op} {n.target}) is never "
-                    "used; remove it or return it"
-                )
-        for n in nodes:
-            if n.op == "placeholder" and not n.users:
-                raise ValueError(
-                    f"pattern input {n.name!r} is never used; every pattern parameter must be "
-                    "used by the pattern"
+                raise _PatternError(
+                    "SubgraphMatcher cannot be initialized with an pattern with dead code: "
+                    f"node {n.name!r} ({n.op} {n.target}) is never used; remove it or return it"
                 )
         self.pattern = pattern
         self.match_output = match_output
@@ -253,7 +266,7 @@ class SubgraphMatcher:
         ``node_name_match``, if given, also lets an anchor match any node whose name
         contains it.
         """
-        if not isinstance(graph, Graph):
+        if not hasattr(graph, "nodes"):
             raise TypeError(f"match expects a Graph, got {type(graph).__name__}")
         anchors = self.pattern_anchors
         cand_lists = [self._candidates(a, graph, node_name_match) for a in anchors]
@@ -277,8 +290,13 @@ class _Search:
         self.m = matcher
         self.cand_lists = cand_lists
         self.name_match = node_name_match
+        # Pattern and graph may come from different libraries (fxkit, torch.fx).
+        kinds = dict.fromkeys((Node, _node_class(matcher.pattern), _node_class(graph)))
+        self.node_types: tuple = tuple(kinds)
+        self.pos = _position if isinstance(graph, Graph) else _foreign_position
         # Core graphs flag any edit that may break topological order; only then check.
-        self.topo = not getattr(graph, "_maybe_unordered", True) or _is_topological(graph)
+        unordered = getattr(graph, "_maybe_unordered", True)
+        self.topo = not unordered or _is_topological(graph, self.pos)
 
     def run(self) -> List[InternalMatch]:
         m = self.m
@@ -291,6 +309,8 @@ class _Search:
         plans = m._plans
         topo = self.topo
         nodes_are_equal = m._nodes_are_equal
+        NT = self.node_types
+        pos = self.pos
         nm: Dict[Node, Any] = {}
         taken: set = set()
         trail: List[Node] = []
@@ -305,7 +325,7 @@ class _Search:
                 return
             while len(trail) > mark:
                 v = nm.pop(trail.pop())
-                if isinstance(v, Node):
+                if isinstance(v, NT):
                     taken.discard(v)
 
         def match_node(pn: Node, gn: Node, loose: bool = False) -> bool:
@@ -352,8 +372,8 @@ class _Search:
             if len(p_flat) != len(g_flat):
                 return False
             for pa, ga in zip(p_flat, g_flat):
-                if isinstance(pa, Node):
-                    if isinstance(ga, Node):
+                if isinstance(pa, NT):
+                    if isinstance(ga, NT):
                         if not match_node(pa, ga):
                             return False
                         continue
@@ -361,7 +381,7 @@ class _Search:
                     if pa.op == "placeholder":
                         if pa in nm:
                             bound = nm[pa]
-                            ok = not isinstance(bound, Node) and _truthy_eq(bound, ga)
+                            ok = not isinstance(bound, NT) and _truthy_eq(bound, ga)
                         else:
                             nm[pa] = ga
                             trail.append(pa)
@@ -373,7 +393,7 @@ class _Search:
                         return False
                     continue
                 else:
-                    ok = not isinstance(ga, Node) and type(pa) is type(ga) and _truthy_eq(pa, ga)
+                    ok = not isinstance(ga, NT) and type(pa) is type(ga) and _truthy_eq(pa, ga)
                 if not ok and not ignore_lit:
                     return False
             return True
@@ -391,7 +411,7 @@ class _Search:
             # The overlap test is the cheapest rejection, so it goes first.
             if dedupe and not claimed.isdisjoint(compute):
                 return
-            found = self._finish(nm, topo, compute)
+            found = self._finish(nm, topo, compute, pos)
             if found is None:
                 return
             if dedupe:
@@ -427,7 +447,7 @@ class _Search:
             cands: Optional[List[Node]] = None
             path = m._anchor_paths[i]
             if use_paths and path is not None:
-                cands = _reachable(path, nm, cand_sets[i], nodes_are_equal)
+                cands = _reachable(path, nm, cand_sets[i], nodes_are_equal, NT, pos)
             if cands is None:
                 cands = cand_lists[i]
             mark = len(trail)
@@ -458,13 +478,16 @@ class _Search:
         return results
 
     def _finish(
-        self, nm: Dict[Node, Any], topo: bool, compute: List[Node]
+        self, nm: Dict[Node, Any], topo: bool, compute: List[Node], pos: Callable
     ) -> Optional[InternalMatch]:
         m = self.m
         try:
             placeholders = [nm[pn] for pn in m.pattern_placeholder_nodes]
             returning = [nm[pn] for pn in m.pattern_returning_nodes]
-        except KeyError:
+        except KeyError as missing:
+            unbound = missing.args[0]
+            if unbound.op == "placeholder" and not unbound.users:
+                raise _UnusedPatternInput(unbound) from None
             # Only with ignore_literals: a literal stood in for a pattern node, so the inputs
             # above it were never bound. Not a usable match.
             return None
@@ -474,7 +497,7 @@ class _Search:
                 gn = nm.get(pn)
                 if gn is not None and not inside.issuperset(gn.users):
                     return None  # an internal value escapes the match
-        if _fusion_would_cycle(compute, topo):
+        if _fusion_would_cycle(compute, topo, pos):
             return None
         return InternalMatch(
             anchors=m.pattern_anchors,
@@ -484,13 +507,14 @@ class _Search:
         )
 
 
-def _reachable(
-    path: List[Node], nm: Dict[Node, Any], allowed: set, nodes_are_equal: Callable
-) -> Optional[List[Node]]:
+# fmt: off
+def _reachable(path: List[Node], nm: Dict[Node, Any], allowed: set, nodes_are_equal: Callable,
+               node_types: tuple, pos: Callable) -> Optional[List[Node]]:
+    # fmt: on
     """Anchor candidates reachable from the image of ``path[0]`` by walking users along the
     pattern path, in graph order; ``None`` when there is nothing to start from."""
     start = nm.get(path[0])
-    if not isinstance(start, Node):
+    if not isinstance(start, node_types):
         return None  # bound to a literal or not bound: no constraint to exploit
     frontier = {start}
     for q in path[1:-1]:
@@ -498,11 +522,16 @@ def _reachable(
         if not frontier:
             return []
     found = {u for f in frontier for u in f.users if u in allowed}
-    return sorted(found, key=_position)
+    return sorted(found, key=pos)
 
 
 def _position(n: Node) -> int:
     return n._order  # type: ignore[return-value]
+
+
+def _foreign_position(n: Any) -> Any:
+    """Graph-order key of a torch.fx node (torch.fx keeps one per node, like ``_order``)."""
+    return n._sort_key
 
 
 def _upstream(node: Node) -> set:
@@ -517,16 +546,16 @@ def _upstream(node: Node) -> set:
     return seen
 
 
-def _is_topological(graph: Graph) -> bool:
+def _is_topological(graph: Graph, pos: Callable = _position) -> bool:
     for n in graph.nodes:
-        here = n._order
+        here = pos(n)
         for inp in n.all_input_nodes:
-            if inp._order >= here:  # type: ignore[operator]
+            if pos(inp) >= here:
                 return False
     return True
 
 
-def _fusion_would_cycle(part: List[Node], topo: bool) -> bool:
+def _fusion_would_cycle(part: List[Node], topo: bool, pos: Callable = _position) -> bool:
     """True if some path leaves ``part`` and comes back into it (fusing it would cycle).
 
     In a topologically ordered graph such a path starts and ends before the last node of
@@ -535,11 +564,11 @@ def _fusion_would_cycle(part: List[Node], topo: bool) -> bool:
     if not part:
         return False
     members = set(part)
-    limit = max(n._order for n in part) if topo else None  # type: ignore[type-var]
+    limit = max(pos(n) for n in part) if topo else None
     stack: List[Node] = []
     for n in part:
         for user in n.users:
-            if user not in members and (limit is None or user._order < limit):
+            if user not in members and (limit is None or pos(user) < limit):
                 stack.append(user)
     if not stack:
         return False
@@ -549,7 +578,7 @@ def _fusion_would_cycle(part: List[Node], topo: bool) -> bool:
         for user in cur.users:
             if user in members:
                 return True
-            if user in seen or (limit is not None and user._order > limit):
+            if user in seen or (limit is not None and pos(user) > limit):
                 continue
             seen.add(user)
             stack.append(user)

@@ -18,6 +18,7 @@ from torch.utils import _pytree as pytree
 
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
+from fxkit.interpreter import _node_class
 from fxkit.node import Node
 
 from .matcher_utils import InternalMatch, SubgraphMatcher
@@ -41,8 +42,9 @@ def _split_to_graph_and_name_node_map(gm: GraphModule) -> Tuple[GraphModule, Dic
             f"got {type(value).__name__}"
         )
     *outs, name_node_map = value
+    node_cls = _node_class(gm.graph)
     if not isinstance(name_node_map, dict) or not all(
-        isinstance(k, str) and isinstance(v, Node) for k, v in name_node_map.items()
+        isinstance(k, str) and isinstance(v, (Node, node_cls)) for k, v in name_node_map.items()
     ):
         raise ValueError("the last value the pattern returns must be a dict of str -> node")
     if out_spec is not None:
@@ -68,7 +70,8 @@ class SubgraphMatcherWithNameNodeMap(SubgraphMatcher):
                  match_placeholder: bool = False, remove_overlapping_matches: bool = True,
                  ignore_literals: bool = False) -> None:
         # fmt: on
-        if not isinstance(pattern_gm, GraphModule):
+        # torch.fx GraphModules (torch.export, make_fx) are fine too: only the API is used.
+        if not hasattr(pattern_gm, "graph") or not hasattr(pattern_gm, "recompile"):
             raise TypeError(
                 f"SubgraphMatcherWithNameNodeMap expects a GraphModule pattern, got "
                 f"{type(pattern_gm).__name__}"

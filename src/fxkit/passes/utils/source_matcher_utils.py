@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from fxkit.graph import Graph
+from fxkit.interpreter import _node_class
 from fxkit.node import Node
 
 __all__ = ["get_source_partitions", "check_subgraphs_connected", "SourcePartition"]
@@ -48,14 +49,14 @@ def _module_type_matches(wanted: Any, recorded: Any) -> bool:
     return recorded == wanted
 
 
-def _make_partition(nodes: List[Node], source: Any) -> SourcePartition:
+def _make_partition(nodes: List[Node], source: Any, node_cls: type) -> SourcePartition:
     members = set(nodes)
     inputs: Dict[Node, None] = {}
     outputs: Dict[Node, None] = {}
     params: Dict[Node, None] = {}
     for n in nodes:
         for arg in n.args:
-            if isinstance(arg, Node) and arg not in members and arg.op != "get_attr":
+            if isinstance(arg, node_cls) and arg not in members and arg.op != "get_attr":
                 inputs[arg] = None
         if n.op == "get_attr":
             params[n] = None
@@ -78,7 +79,8 @@ def get_source_partitions(
     innermost ``nn_module_stack`` entry. ``filter_fn``, if given, drops every partition with a
     node it rejects. Returns ``{source: [SourcePartition, ...]}`` for the sources found.
     """
-    if not isinstance(graph, Graph):
+    # fxkit's Graph or torch.fx's (torch.export, make_fx): only the Graph API is used.
+    if not hasattr(graph, "nodes"):
         raise TypeError(f"get_source_partitions expects a Graph, got {type(graph).__name__}")
     if not isinstance(wanted_sources, (list, tuple, set)):
         raise TypeError(
@@ -86,6 +88,7 @@ def get_source_partitions(
             f"{type(wanted_sources).__name__}"
         )
     groups: Dict[Any, Dict[Any, List[Node]]] = {}
+    node_cls = _node_class(graph)
 
     def add(source: Any, key: Any, node: Node) -> None:
         groups.setdefault(source, {}).setdefault(key, []).append(node)
@@ -120,7 +123,7 @@ def get_source_partitions(
         parts = by_call.values()
         if filter_fn is not None:
             parts = [p for p in parts if all(filter_fn(n) for n in p)]  # type: ignore[assignment]
-        result[source] = [_make_partition(p, source) for p in parts]
+        result[source] = [_make_partition(p, source, node_cls) for p in parts]
     return result
 
 
