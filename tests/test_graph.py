@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import torch.fx
 
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
@@ -100,8 +101,11 @@ def test_erase_used_node_fails_and_changes_nothing():
     other = Graph()
     with pytest.raises(RuntimeError, match="from wrong graph"):
         other.erase_node(b.next)  # the output node: no users, another graph
-    with pytest.raises(TypeError):
+    with pytest.raises(AttributeError, match="'str' object has no attribute 'users'") as ref:
+        torch.fx.Graph().erase_node("add")
+    with pytest.raises(AttributeError, match="'str' object has no attribute 'users'") as got:
         g.erase_node("add")
+    assert type(got.value) is type(ref.value)
 
 
 def test_erase_twice_warns():

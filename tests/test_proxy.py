@@ -238,9 +238,18 @@ def test_create_proxy_checks_hook_results() -> None:
 
     t = Broken()
     t.graph = fxkit.Graph()
-    with pytest.raises(TypeError, match="must return a tuple"):
+    with pytest.raises(AssertionError, match="must return a tuple"):  # torch.fx's type
         t.create_proxy("call_function", torch.relu, (1,), {})
     assert len(t.graph.nodes) == 0
+
+    class TorchBroken(tfx.Tracer):
+        def create_arg(self, a: object) -> object:
+            return list(a) if isinstance(a, tuple) else a  # type: ignore[call-overload]
+
+    ref = TorchBroken()
+    ref.graph = tfx.Graph()
+    with pytest.raises(AssertionError, match="Expected args_ to be tuple"):
+        ref.create_proxy("call_function", torch.relu, (1,), {})
 
 
 def test_scope_context_manager_restores() -> None:
@@ -307,8 +316,10 @@ def test_set_current_meta_records_node_source() -> None:
     again = fx_traceback.NodeSource._from_dict(origin.to_dict())
     assert again == origin and hash(again) == hash(origin)
     assert "name=mul, pass_name=my_pass, action=create" in origin.print_readable()
-    with pytest.raises(TypeError, match="NodeSourceAction"):
+    with pytest.raises(AssertionError, match="Expected NodeSourceAction"):  # torch.fx's type
         fx_traceback.NodeSource(src, action=["create"])
+    with pytest.raises(AssertionError, match="Expected a dict"):
+        fx_traceback.NodeSource._from_dict([1])  # type: ignore[arg-type]
 
 
 def test_preserve_flag_is_per_thread() -> None:

@@ -172,8 +172,15 @@ def test_parameter_proxy_direct_construction() -> None:
         torch.Size([2, 3]), torch.Size([2, 3]), 3, 2, 2, 6, 6,
     )  # fmt: skip
     assert repr(p) == "ParameterProxy(w)"
-    with pytest.raises(TypeError, match="nn.Parameter"):
+    with pytest.raises(AssertionError, match="Expected Parameter") as got:
         ParameterProxy(tracer, g.get_attr("w"), "w", torch.ones(1))  # type: ignore[arg-type]
+    assert "nn.Parameter" in str(got.value)
+    tg = tfx.Graph()
+    with pytest.raises(AssertionError, match="Expected Parameter") as ref:
+        tfx.proxy.ParameterProxy(
+            tfx.proxy.GraphAppendingTracer(tg), tg.get_attr("w"), "w", torch.ones(1)
+        )  # type: ignore[arg-type]
+    assert type(got.value) is type(ref.value)
 
 
 def test_old_create_proxy_signature_without_factory() -> None:

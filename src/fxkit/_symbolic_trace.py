@@ -66,7 +66,6 @@ from fxkit.proxy import (
     TracerBase,
     _is_internal,
     _node_of,
-    _TypeAssertionError,
 )
 
 __all__ = [
@@ -197,7 +196,7 @@ class Tracer(TracerBase):
         self._call_journal: List[str] = []
         for m in autowrap_modules:
             if not isinstance(m, types.ModuleType):
-                raise _TypeAttributeError(
+                raise AttributeError(
                     f"'{type(m).__name__}' object has no attribute '__dict__'\n  (fxkit) "
                     f"autowrap_modules must hold modules, got {type(m).__name__} {m!r}"
                 )
@@ -583,12 +582,12 @@ class Tracer(TracerBase):
                 root.forward  # noqa: B018  (compiles a lazily generated forward)
             fn = getattr(type(root), self.traced_func_name, None)
             if fn is None:
-                raise _AttributeAssertionError(
+                raise AssertionError(
                     f"traced_func_name={self.traced_func_name} doesn't exist in "
                     f"{type(root).__name__}"
                 )
             if not isinstance(fn, types.FunctionType):
-                raise _TypeAssertionError(
+                raise AssertionError(
                     f"Expected FunctionType, got {type(fn)}\n  (fxkit) "
                     f"{type(root).__name__}.{self.traced_func_name} must be a Python function "
                     f"to be traced"
@@ -603,7 +602,7 @@ class Tracer(TracerBase):
                 if isinstance(root, types.MethodType)
                 else ""
             )
-            raise _TypeAssertionError(
+            raise AssertionError(
                 f"Expected FunctionType, got {type(root)}\n  (fxkit) symbolic tracing needs an "
                 f"nn.Module or a Python function, got {type(root).__name__}{hint}"
             )
@@ -669,19 +668,6 @@ def _check_concrete_args(fn: types.FunctionType, is_module: bool, concrete_args:
         )
 
 
-# Where torch.fx raises one builtin type and fxkit raised another: both catch these.
-class _AttributeAssertionError(AttributeError, AssertionError):
-    pass
-
-
-class _TypeRuntimeError(TypeError, RuntimeError):
-    pass
-
-
-class _TypeAttributeError(TypeError, AttributeError):
-    pass
-
-
 def _note_location(e: BaseException, what: str) -> None:
     if isinstance(e, TraceError) or not hasattr(e, "add_note"):
         return  # TraceErrors already say where; add_note needs Python 3.11
@@ -727,11 +713,11 @@ def wrap(fn_or_name: Union[str, Callable]) -> Any:
         try:
             name = fn_or_name.__name__
         except AttributeError as e:
-            raise _TypeAttributeError(
+            raise AttributeError(
                 f"{e}\n  (fxkit) wrap() needs a named function, got {fn_or_name!r} (no __name__)"
             ) from None
     else:
-        raise _TypeRuntimeError(
+        raise RuntimeError(
             "Unsupported type for global function! Must be either a callable or string name"
             f"\n  (fxkit) got {type(fn_or_name).__name__}"
         )

@@ -31,9 +31,7 @@ from fxkit.node import (
     Argument,
     Node,
     Target,
-    _ArgsTypeError,
     _hooks,
-    _NotANodeError,
     _remap,
     map_arg,
 )
@@ -284,7 +282,7 @@ class Graph:
         if last is self._root:
             raise RuntimeError("this graph is empty: it has no output node")
         if last.op != "output":
-            raise _NoOutputError(
+            raise AssertionError(
                 f"Expected output node, got op={last.op} (the graph's last node is "
                 f"{last.name!r}; call graph.output(...) first)"
             )
@@ -346,11 +344,11 @@ class Graph:
         if not args:
             args = ()
         elif not isinstance(args, tuple):
-            raise _ArgsTypeError(f"args must be a tuple, got {type(args)}: {args!r}")
+            raise AssertionError(f"args must be a tuple, got {type(args)}: {args!r}")
         if not kwargs:
             kwargs = {}
         elif not isinstance(kwargs, dict):
-            raise _ArgsTypeError(f"kwargs must be a dict, got {type(kwargs)}: {kwargs!r}")
+            raise AssertionError(f"kwargs must be a dict, got {type(kwargs)}: {kwargs!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"node name must be a string, got {name!r}")
         candidate = name if name else _candidate_name(op, target)
@@ -516,7 +514,7 @@ class Graph:
     def erase_node(self, to_erase: Node) -> None:
         """Remove a node that nobody uses; raises (and changes nothing) if it still has users."""
         if not isinstance(to_erase, Node):
-            raise _NotANodeError(
+            raise AttributeError(
                 f"'{type(to_erase).__name__}' object has no attribute 'users' (erase_node "
                 "expects a Node)"
             )
@@ -729,10 +727,6 @@ _MISSING_MODULE_TEXT = (
     "Attempted to insert a call_module Node with no underlying reference in the owning "
     "GraphModule! Call GraphModule.add_submodule to add the necessary submodule"
 )
-
-
-class _NoOutputError(AssertionError, RuntimeError):
-    """The last node is not an output: AssertionError as in torch.fx, and a RuntimeError."""
 
 
 def _to_none(_: Node) -> None:

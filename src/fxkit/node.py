@@ -27,24 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Node", "Argument", "Target", "map_arg", "map_aggregate", "has_side_effect"]
 
 
-# Errors that are torch.fx's type for the same input and also the type fxkit raised before,
-# so code written against either keeps catching them.
-class _OpcodeError(AssertionError, ValueError):  # unknown opcode
-    pass
-
-
-class _InsertArgIndexError(AssertionError, IndexError):  # insert_arg out of range
-    pass
-
-
-class _NotANodeError(TypeError, AttributeError):  # torch.fx fails on .users/.args of it
-    pass
-
-
-class _ArgsTypeError(AssertionError, TypeError):  # args/kwargs of the wrong container type
-    pass
-
-
 BaseArgumentTypes = Union[
     str, int, float, bool, complex, torch.dtype, torch.Tensor, torch.device,
     torch.memory_format, torch.layout, torch._ops.OpOverload, torch.SymInt, torch.SymBool,
@@ -134,7 +116,7 @@ def map_aggregate(a: Any, fn: Callable[[Any], Any]) -> Any:
 def map_arg(a: Any, fn: Callable[["Node"], Any]) -> Any:
     """Apply ``fn`` to every :class:`Node` inside the (possibly nested) argument ``a``."""
     if not callable(fn):
-        raise _ArgsTypeError(
+        raise AssertionError(
             f"torch.fx.map_arg(a, fn): fn must be a callable (fxkit's map_arg got {fn!r})"
         )
     return _remap(a, fn)
@@ -257,16 +239,16 @@ class Node:
             if not callable(target):
                 raise ValueError(_target_kind_message(graph, name, target, "a Callable"))
         elif op not in OPCODES or op == "root" and name:
-            raise _OpcodeError(
+            raise AssertionError(
                 f"op '{op}' is not in _legal_ops (expected one of "
                 f"{sorted(OPCODES - {'root'})}, node {name!r})"
             )
         elif type(target) is not str and not isinstance(target, str):
             raise ValueError(_target_kind_message(graph, name, target, "a str"))
         if type(args) is not tuple and not isinstance(args, tuple):
-            raise _ArgsTypeError(f"args must be a tuple, got {type(args)} (node {name!r})")
+            raise AssertionError(f"args must be a tuple, got {type(args)} (node {name!r})")
         if not isinstance(kwargs, dict):
-            raise _ArgsTypeError(f"kwargs must be a dict, got {type(kwargs)} (node {name!r})")
+            raise AssertionError(f"kwargs must be a dict, got {type(kwargs)} (node {name!r})")
         # Inputs from another graph or erased ones are accepted, as torch.fx does; lint()
         # reports them. A fresh node has no users, so it cannot close a cycle.
         found: Dict[Node, None] = {}
@@ -415,7 +397,7 @@ class Node:
     def insert_arg(self, idx: int, arg: Argument) -> None:
         """Insert ``arg`` into ``args`` before position ``idx`` (0 <= idx <= len(args))."""
         if not 0 <= idx <= len(self._args):
-            raise _InsertArgIndexError(
+            raise AssertionError(
                 f"insert_args index must be between 0 and len(self.args), got {idx} "
                 f"(node {self._name!r} has {len(self._args)} args)"
             )

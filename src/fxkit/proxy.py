@@ -68,11 +68,6 @@ class _DictKeyTraceError(TraceError, RuntimeError):
     pass
 
 
-class _TypeAssertionError(TypeError, AssertionError):
-    # Where torch.fx asserts and fxkit raised TypeError: callers may catch either type.
-    pass
-
-
 # torch.fx's texts, which fxkit's messages start with (callers match on them).
 _ITER_TEXT = (
     "Proxy object cannot be iterated. This can be attempted when the Proxy is used in a loop or "
@@ -302,7 +297,7 @@ class TracerBase:
 
 
 def _bad_lowering(label: str, value: Any, kind_needed: type) -> None:
-    raise _TypeAssertionError(
+    raise AssertionError(
         f"Expected {label}_ to be {kind_needed.__name__}, got {type(value)}\n"
         f"  (fxkit) create_arg({label}) must return a {kind_needed.__name__}, got "
         f"{type(value).__name__}"
@@ -667,7 +662,7 @@ class ParameterProxy(Proxy):
     def __init__(self, tracer: TracerBase, node: Node, name: str, param: torch.nn.Parameter):
         # Checked before anything is set, so a wrong call leaves no half-made proxy behind.
         if not isinstance(param, torch.nn.Parameter):
-            raise _TypeAssertionError(
+            raise AssertionError(
                 f"Expected Parameter, got {type(param)}\n  (fxkit) ParameterProxy needs an "
                 f"nn.Parameter, got {type(param).__name__}"
             )

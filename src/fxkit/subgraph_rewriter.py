@@ -97,8 +97,9 @@ def _check_replacement(
         )
     try:
         replacement.output_node()
-    except RuntimeError:
-        raise ValueError("the replacement graph has no output node") from None
+    except (RuntimeError, AssertionError):
+        # torch.fx fails with a TypeError further on (it reads the missing output's args)
+        raise TypeError("the replacement graph has no output node") from None
     got_inputs = sum(1 for n in replacement.nodes if n.op == "placeholder")
     if got_inputs != n_inputs:
         raise ValueError(

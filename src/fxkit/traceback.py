@@ -45,11 +45,6 @@ def _meta() -> dict:
     return meta
 
 
-class _TypeAssertionError(TypeError, AssertionError):
-    # torch.fx asserts on these inputs; fxkit raised TypeError: either type catches it.
-    pass
-
-
 class NodeSourceAction(Enum):
     """How a node came from another one: created from it, or replacing it."""
 
@@ -82,7 +77,7 @@ class NodeSource:
         actions = [] if action is None else action if isinstance(action, list) else [action]
         for a in actions:
             if not isinstance(a, NodeSourceAction):
-                raise _TypeAssertionError(
+                raise AssertionError(
                     f"Expected NodeSourceAction, got {type(a)}\n  (fxkit) action must be a "
                     f"NodeSourceAction, got {a!r}"
                 )
@@ -138,7 +133,7 @@ class NodeSource:
     @classmethod
     def _from_dict(cls, d: Optional[dict]) -> Optional["NodeSource"]:
         if d is not None and not isinstance(d, dict):
-            raise _TypeAssertionError(f"Expected a dict, got {type(d)}")
+            raise AssertionError(f"Expected a dict, got {type(d)}")
         return None if d is None else cls._rebuild(d)
 
     @classmethod

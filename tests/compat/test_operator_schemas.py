@@ -6,6 +6,7 @@ sample of ``torch.ops.aten`` packets; the rest of the module on a sample of ops 
 
 from __future__ import annotations
 
+import re
 import typing
 import warnings
 
@@ -47,8 +48,12 @@ def _assert_same(fn_name, *args, **kwargs):
 
 
 def _annotation(a):
-    # The schema type variable ``t`` is a TypeVar per library; compare it by name.
-    return ("TypeVar", a.__name__) if isinstance(a, typing.TypeVar) else repr(a)
+    # The schema type variable ``t`` is a TypeVar per library; compare it by name. A
+    # TorchScript class (once torch.classes are loaded, e.g. after torch.jit.script) is a new
+    # ScriptClass object per lookup: drop its address (the schema text still names the class).
+    if isinstance(a, typing.TypeVar):
+        return ("TypeVar", a.__name__)
+    return re.sub(r"<torch\.ScriptClass object at 0x[0-9a-fA-F]+>", "<torch.ScriptClass>", repr(a))
 
 
 def _comparable(v):

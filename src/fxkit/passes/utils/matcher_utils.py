@@ -24,10 +24,6 @@ __all__ = ["SubgraphMatcher", "InternalMatch"]
 _WILDCARD_OPS = ("placeholder", "output")
 
 
-class _PatternError(ValueError, AssertionError):
-    """A pattern the matcher cannot use (torch.fx asserts; fxkit's older API said ValueError)."""
-
-
 class _UnusedPatternInput(KeyError):
     """A match found for a pattern with an input it never uses: it cannot be bound. torch.fx
     fails the same way (a KeyError naming the input) at the same point."""
@@ -152,7 +148,7 @@ class SubgraphMatcher:
             # Placeholders are impure: an unused one is accepted here (as torch.fx does) and
             # only fails once a match would have to bind it.
             if n.op != "output" and not n.users and not n.is_impure():
-                raise _PatternError(
+                raise AssertionError(
                     "SubgraphMatcher cannot be initialized with an pattern with dead code: "
                     f"node {n.name!r} ({n.op} {n.target}) is never used; remove it or return it"
                 )
