@@ -255,6 +255,18 @@ class Graph:
             str, Any
         ] = {}  # the traced function's name/file/line (set by the tracer)
 
+    # GraphModules whose recompile() deferred generating code (a list; falsy when none). The
+    # first edit after that recompile() makes them generate it first (_before_edit), so a
+    # module's forward is always the graph as it was at its last recompile().
+    _pending_code: Any = ()
+
+    def _before_edit(self) -> None:
+        pending = self._pending_code
+        self._pending_code = ()
+        for module in pending:
+            if module.__dict__.get("_graph") is self:
+                module._generate_code()
+
     # --- ownership -----------------------------------------------------------------------------
 
     @property
@@ -494,6 +506,8 @@ class Graph:
 
     def _move_before(self, x: Node, anchor: Node) -> None:
         """Move ``x`` (already in this graph) to just before ``anchor``."""
+        if self._pending_code:
+            self._before_edit()
         if x._erased:
             raise ValueError(f"cannot move erased node {x.name!r}")
         was_linked = x._order is not None
@@ -533,6 +547,8 @@ class Graph:
             return
         if to_erase.op == "root":
             raise ValueError("the sentinel root node cannot be erased")
+        if self._pending_code:
+            self._before_edit()
         for hook in _hooks(self, "_erase_node_hooks"):
             hook(to_erase)
         if self._insert_anchor is to_erase:
@@ -669,12 +685,16 @@ class Graph:
     def set_codegen(self, codegen: CodeGen) -> None:
         """Use ``codegen`` to turn this graph into Python (e.g. a pytree-aware CodeGen); any
         object with CodeGen's methods is accepted, as in torch.fx."""
+        if self._pending_code:
+            self._before_edit()
         self._codegen = codegen
 
     @contextlib.contextmanager
     def on_generate_code(self, make_transformer: Callable[[Optional[Callable]], Callable]):
         """Within the block, generated code bodies pass through the transformer that
         ``make_transformer(previous_transformer)`` returns (a ``list[str] -> list[str]``)."""
+        if self._pending_code:
+            self._before_edit()
         previous = self._codegen._body_transformer
         try:
             self._codegen._body_transformer = make_transformer(previous)

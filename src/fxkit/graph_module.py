@@ -37,7 +37,7 @@ __all__ = ["GraphModule"]
 _USER_PRESERVED_ATTRIBUTES_KEY = "_user_preserved_attributes"
 
 # Per-instance state derived from the graph at recompile(): rebuilt, never copied or pickled.
-_DERIVED = ("_graph", "_code", "_lineno_map", "_prologue_start", "_node_names")
+_DERIVED = ("_graph", "_python_code")
 
 # ---------------------------------------------------------------------------------------------
 # Compiling generated source. Code objects are cached by source text (compiling a 50k-line
@@ -230,8 +230,46 @@ def _assign_attr(from_obj: Any, to_module: torch.nn.Module, target: str) -> None
         setattr(parent, leaf, from_obj)
 
 
+class _LazyPythonCode(PythonCode):
+    """What ``recompile()`` returns while generation is deferred: the module's
+    :class:`PythonCode`, generated on first attribute access."""
+
+    def __init__(self, module: "GraphModule") -> None:  # no super(): nothing to hold yet
+        object.__setattr__(self, "_fxkit_module", module)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("__class__", "__dict__", "_fxkit_module"):
+            return object.__getattribute__(self, name)
+        module = object.__getattribute__(self, "_fxkit_module")
+        return getattr(module._generate_code(), name)
+
+    def __repr__(self) -> str:
+        return repr(object.__getattribute__(self, "_fxkit_module")._generate_code())
+
+
+class _UngeneratedForward:
+    """A class's ``forward`` after a ``recompile()`` whose code is not generated yet.
+
+    Generation happens on first use, or earlier: just before the graph's first edit (the
+    graph calls :meth:`GraphModule._generate_code`), so ``forward`` always runs the graph as
+    it was at ``recompile()``.
+    """
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: "GraphModule") -> None:
+        self.module = weakref.ref(module)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        module = obj if obj is not None else self.module()
+        if module is None:
+            raise AttributeError("forward")
+        module._generate_code()
+        return type(module).__dict__["forward"].__get__(obj, objtype)
+
+
 class _PendingForward:
-    """A class's ``forward`` between ``recompile()`` and first use.
+    """A class's ``forward`` between code generation and first use.
 
     It holds the source and globals fixed by ``recompile()``; the first access (through an
     instance or the class) compiles them and puts the function in its place on the class.
@@ -351,37 +389,71 @@ class GraphModule(torch.nn.Module):
         if isinstance(codegen, _PyTreeCodeGen) and codegen.pytree_info is not None:
             self._in_spec = codegen.pytree_info.in_spec
             self._out_spec = codegen.pytree_info.out_spec
-        code = graph.python_code(root_module="self")
         d = self.__dict__
-        d["_code"] = code.src
-        # torch.fx's meaning: line relative to the ``def`` line (``_prologue_start``) -> node
-        # index. A code generator that does not say where its ``def`` is counts from line 1.
-        d["_lineno_map"] = code._lineno_map
-        d["_prologue_start"] = getattr(code, "_prologue_start", 0) or _def_line(code.src)
-        d["_node_names"] = code._node_names
-        cls = type(self)
-        paths = tuple(sorted({n.target for n in graph.nodes if n.op == "call_module"}))
-        pending = _PendingForward(code, getattr(graph, "_co_fields", None) or None, paths, cls)
-        cls.forward = pending  # type: ignore[assignment]
-        if not _plain_codegen(codegen) or _is_cached(code.src, paths):
-            pending.compile()
+        d["_python_code"] = None
+        if _plain_codegen(codegen):
+            # fxkit's own generators write valid code by construction: generate it when it
+            # is first needed, or just before the graph's next edit, whichever comes first.
+            type(self).forward = _UngeneratedForward(self)  # type: ignore[assignment]
+            pending = graph._pending_code
+            if not pending:
+                graph._pending_code = [self]
+            elif not any(m is self for m in pending):
+                pending.append(self)
+            code: PythonCode = _LazyPythonCode(self)
+        else:
+            code = self._generate_code()
         for child in self._modules.values():
             if isinstance(child, GraphModule):
                 child.recompile()
         return code
 
-    __jit_unused_properties__ = ["graph", "code"]
+    def _generate_code(self) -> PythonCode:
+        """Generate (and for custom code generators compile) the code ``recompile()`` fixed;
+        a no-op once generated."""
+        d = self.__dict__
+        code = d.get("_python_code")
+        if code is not None:
+            return code
+        graph = d.get("_graph")
+        if graph is None:
+            raise RuntimeError("GraphModule has no generated code: its graph was never set")
+        code = graph.python_code(root_module="self")
+        d["_python_code"] = code
+        cls = type(self)
+        paths = tuple(sorted({n.target for n in graph.nodes if n.op == "call_module"}))
+        pending = _PendingForward(code, getattr(graph, "_co_fields", None) or None, paths, cls)
+        cls.forward = pending  # type: ignore[assignment]
+        if not _plain_codegen(graph._codegen) or _is_cached(code.src, paths):
+            pending.compile()  # invalid source raises here, at recompile(), as in torch.fx
+        return code
+
+    __jit_unused_properties__ = ["graph", "code", "_code", "_lineno_map", "_prologue_start"]
 
     @property
     def code(self) -> str:
         """The Python source of ``forward``, as generated by the last ``recompile()``."""
-        src = self.__dict__.get("_code")
-        if src is None:
-            raise RuntimeError("GraphModule has no generated code: its graph was never set")
-        return src
+        return self._generate_code().src
+
+    @property
+    def _code(self) -> str:
+        return self._generate_code().src
+
+    @property
+    def _lineno_map(self) -> Optional[Dict[int, Optional[int]]]:
+        """torch.fx's meaning: line relative to the ``def`` line (``_prologue_start``) ->
+        node index."""
+        return self._generate_code()._lineno_map
+
+    @property
+    def _prologue_start(self) -> int:
+        # A code generator that does not say where its ``def`` is counts from line 1.
+        code = self._generate_code()
+        return getattr(code, "_prologue_start", 0) or _def_line(code.src)
 
     def _generated(self) -> Tuple[str, Dict[str, Any]]:
         """(source, globals) of ``forward`` as of the last ``recompile()``."""
+        self._generate_code()
         fwd = type(self).__dict__.get("forward")
         if isinstance(fwd, _PendingForward):
             return fwd.src, fwd.globals
@@ -711,9 +783,11 @@ def _report_generated_frame(exc: BaseException, gm: GraphModule) -> None:
 
 def _note_node(exc: BaseException, gm: GraphModule, line: int) -> None:
     add_note = getattr(exc, "add_note", None)
-    d = gm.__dict__
-    index = (d.get("_lineno_map") or {}).get(line - d.get("_prologue_start", 1))
-    names = gm.__dict__.get("_node_names") or []
+    code = gm.__dict__.get("_python_code")
+    if code is None:
+        return
+    index = (code._lineno_map or {}).get(line - gm._prologue_start)
+    names = code._node_names or []
     if add_note is None or index is None or index >= len(names):
         return
     node = gm.graph._by_name.get(names[index])

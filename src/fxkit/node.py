@@ -249,6 +249,8 @@ class Node:
             raise AssertionError(f"args must be a tuple, got {type(args)} (node {name!r})")
         if not isinstance(kwargs, dict):
             raise AssertionError(f"kwargs must be a dict, got {type(kwargs)} (node {name!r})")
+        if graph._pending_code:  # this node becomes a user of existing ones
+            graph._before_edit()
         # Inputs from another graph or erased ones are accepted, as torch.fx does; lint()
         # reports them. A fresh node has no users, so it cannot close a cycle.
         found: Dict[Node, None] = {}
@@ -282,6 +284,8 @@ class Node:
         """Rename in place; tells replace hooks (as torch.fx does) and keeps the name index."""
         old = self._name
         graph = self.graph
+        if graph is not None and graph._pending_code:
+            graph._before_edit()
         if self.users:
             hooks = _hooks(graph, "_replace_hooks")
             if hooks:
@@ -323,6 +327,9 @@ class Node:
             raise TypeError(f"args of node {self._name!r} must be a tuple, got {type(args)}")
         if not isinstance(kwargs, dict):
             raise TypeError(f"kwargs of node {self._name!r} must be a dict, got {type(kwargs)}")
+        graph = self.graph
+        if graph is not None and graph._pending_code:
+            graph._before_edit()
         found: Dict[Node, None] = {}
         new_args = _freeze(args, found)
         new_kwargs = _freeze(kwargs, found) if kwargs else _EMPTY_KWARGS
@@ -371,6 +378,8 @@ class Node:
     def target(self, value: Any) -> None:
         # Unchecked, as in torch.fx: lint() reports a target of the wrong kind.
         graph = self.graph
+        if graph is not None and graph._pending_code:
+            graph._before_edit()
         if self._order is not None and not self._erased and graph is not None:
             graph._unindex(self)
             self._target = value
@@ -425,6 +434,10 @@ class Node:
 
         def swap(n: Node) -> Node:
             return new if n is old else n
+
+        graph = self.graph
+        if graph is not None and graph._pending_code:
+            graph._before_edit()
 
         args = self._args
         self._args = _remap(args, swap)

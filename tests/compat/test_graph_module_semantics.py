@@ -528,3 +528,85 @@ def test_node_hooks_fire_as_in_torch_fx():
     theirs, ours = _hook_script(torch.fx), _hook_script(fxkit)
     assert ours == theirs
     assert ("create", "sigmoid") in ours and ("erase", "relu") in ours
+
+
+def _edit(fx, gm, kind, pick):
+    """One edit of the given kind, made the same way on either library's graph."""
+    g = gm.graph
+    calls = [n for n in g.nodes if n.op == "call_function"]
+    if not calls:
+        return
+    node = calls[pick % len(calls)]
+    x = next(iter(g.nodes))
+    if kind == "target":
+        node.target = torch.cos
+        node.args = node.args[:1]
+    elif kind == "args":
+        node.args = (x,) + tuple(node.args[1:])
+    elif kind == "insert":
+        with g.inserting_after(node):
+            extra = g.call_function(torch.exp, (node,))
+        node.replace_all_uses_with(extra, delete_user_cb=lambda u: u is not extra)
+    elif kind == "erase":
+        node.replace_all_uses_with(node.args[0])
+        g.erase_node(node)
+    elif kind == "rename":
+        node.name = "renamed"
+    elif kind == "move":
+        before = node.prev
+        if before.op == "call_function" and before not in node.all_input_nodes:
+            before.prepend(node)
+    elif kind == "update_arg":
+        node.update_arg(0, x)
+    elif kind == "replace_input":
+        if node.args and node.args[0] is not x:
+            node.replace_input_with(node.args[0], x)
+    elif kind == "dce":
+        g.output_node().args = (x,)
+        g.eliminate_dead_code()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ops=st.lists(st.sampled_from(_OPS), min_size=2, max_size=6),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "target",
+                    "args",
+                    "insert",
+                    "erase",
+                    "rename",
+                    "move",
+                    "update_arg",
+                    "replace_input",
+                    "dce",
+                ]
+            ),
+            st.integers(0, 5),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    look=st.sampled_from(["nothing", "code", "call"]),
+)
+def test_any_edit_without_recompile_leaves_forward_and_code_alone(ops, edits, look):
+    # fxkit may generate code lazily; whatever the edits, gm.code and gm(x) must stay what
+    # they were at construction until recompile(), as on torch.fx.
+    x = torch.linspace(-1, 1, 5)
+    seen = []
+    for fx in (torch.fx, fxkit):
+        gm = _chain(fx, ops)
+        if look == "code":
+            gm.code
+        elif look == "call":
+            gm(x)
+        for kind, pick in edits:
+            _edit(fx, gm, kind, pick)
+        stale_code, stale_out = gm.code, gm(x)
+        gm.recompile()
+        seen.append((stale_code, stale_out, gm.code, gm(x)))
+    (c1, o1, n1, f1), (c2, o2, n2, f2) = seen
+    assert c1 == c2 and n1 == n2
+    assert torch.allclose(o1, o2, equal_nan=True) and torch.allclose(f1, f2, equal_nan=True)
