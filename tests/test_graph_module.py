@@ -5,10 +5,12 @@ import importlib
 import operator
 import pickle
 import sys
+import typing
 
 import pytest
 import torch
 
+import fxkit
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
 
@@ -272,3 +274,24 @@ def test_reading_an_attribute_of_a_called_module_keeps_the_module():
     assert gm.a is root.a
     out, weight = gm(torch.ones(1, 2))
     assert torch.equal(out, root.a(torch.ones(1, 2))) and weight is root.a.weight
+
+
+def test_to_folder_with_string_and_typing_annotations(tmp_path):
+    # the generated code binds string annotations ("Foo" -> _Foo_) and typing names as
+    # globals, as torch.fx does; the written module must define them too
+    g = fxkit.Graph()
+    x = g.placeholder("x", type_expr="Foo")
+    y = g.placeholder("y", type_expr=typing.List[float])
+    g.output(g.call_function(operator.add, (x, y)))
+    gm = fxkit.GraphModule(torch.nn.Module(), g)
+    assert "x : _Foo_, y : typing_List[float]" in gm.code
+    gm.to_folder(tmp_path / "annotated", "Annotated")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        loaded = importlib.import_module("annotated").Annotated()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("annotated", None)
+        sys.modules.pop("annotated.module", None)
+    assert loaded(1, 2) == 3
+    assert loaded.forward.__annotations__["x"] == "Foo"

@@ -33,6 +33,8 @@ def _import_line(name: str, obj: Any) -> str:
         return _BUILTIN_IMPORTS[name]
     if isinstance(obj, type(torch)):
         return f"import {obj.__name__} as {name}"
+    if type(obj) in (str, int, float, bool):
+        return f"{name} = {obj!r}"  # e.g. a string annotation, bound as torch.fx binds it
     path = _importable_path(obj)
     if path is None:
         raise ValueError(
