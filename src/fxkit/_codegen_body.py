@@ -14,6 +14,7 @@ import builtins
 import enum
 import functools
 import inspect
+import itertools
 import keyword
 import operator
 import re
@@ -76,15 +77,15 @@ class _Namespace:
             assert parts is not None, hint
         base, suffix = parts.group(1, 2)
         used = self.used
-        if suffix is None or hint in used:
-            n = self.counts.get(base, 0)
-            if _RESERVED.get(hint, obj) is not obj:
-                n += 1
-                hint = f"{base}_{n}"
-        else:
-            n = int(suffix)
-        while hint in used:
+        # A name with a numeric suffix nobody holds is kept as is; anything else continues
+        # the base's counter (a builtin or keyword only ever names its own object).
+        kept = suffix is not None and hint not in used
+        n = int(suffix) if kept else self.counts.get(base, 0)
+        if not kept and _RESERVED.get(hint, obj) is not obj:
             n += 1
+            hint = f"{base}_{n}"
+        if hint in used:
+            n = next(k for k in itertools.count(n + 1) if f"{base}_{k}" not in used)
             hint = f"{base}_{n}"
         used.add(hint)
         self.counts[base] = n

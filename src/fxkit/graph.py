@@ -199,7 +199,7 @@ class _InsertPoint:
     """Sets where new nodes go as soon as it is made; restores the old place on ``__exit__``.
 
     ``after`` False: each new node goes just before ``anchor`` (so they keep creation order);
-    True: each goes just after ``anchor`` (so the latest comes first), as in torch.fx.
+    True: each goes just after ``anchor`` (so the latest comes first), as torch.fx does.
     """
 
     __slots__ = ("_graph", "_saved")
@@ -458,7 +458,7 @@ class Graph:
         if root is None:
             return
         if op == "call_module":
-            # get_submodule raises AttributeError for a missing path, as it does in torch.fx.
+            # get_submodule raises AttributeError for a missing path (torch.fx lets it escape)
             if root.get_submodule(qualified_name) is None:
                 warnings.warn(_MISSING_MODULE_TEXT, stacklevel=3)
             return
@@ -684,7 +684,7 @@ class Graph:
 
     def set_codegen(self, codegen: CodeGen) -> None:
         """Use ``codegen`` to turn this graph into Python (e.g. a pytree-aware CodeGen); any
-        object with CodeGen's methods is accepted, as in torch.fx."""
+        object with CodeGen's methods is accepted (torch.fx does not check either)."""
         if self._pending_code:
             self._before_edit()
         self._codegen = codegen

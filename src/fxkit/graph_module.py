@@ -1,27 +1,22 @@
 """:class:`GraphModule`: an ``nn.Module`` whose ``forward`` is generated from a :class:`Graph`.
 
-``recompile()`` (and so construction, and assigning ``gm.graph``) generates the source of
-``forward`` from the graph as it is at that moment; later edits to the graph change nothing
-until the next ``recompile()``. Compiling that source into a function is deferred to first
-use (a call, or reading ``forward``), and compiled code is shared by every module with the
-same source. Each module gets its own class, as in torch.fx, so ``forward`` lives on the
+``recompile()`` (and so construction, and assigning ``gm.graph``) fixes ``forward`` as the
+graph is at that moment; later edits to the graph change nothing until the next
+``recompile()``. Generating the source waits until it is first needed or until just before
+the graph's next edit; compiling it waits until first use (a call, or reading ``forward``),
+and compiled code is shared by every module with the same source (see :mod:`fxkit._compile`). Each module gets its own class, as in torch.fx, so ``forward`` lives on the
 class, and its own linecache file name (``<eval_with_key>.N from <user file>:<line> in
 forward``) that stays registered while the module lives.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
-import functools
-import itertools
-import linecache
 import os
 import pathlib
 import pickle
 import sys
-import threading
 import types
 import weakref
 from itertools import chain
@@ -29,7 +24,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 
-from fxkit.codegen import CodeGen, PythonCode, module_call_tree
+# torch.fx's private helpers are importable from here, as code written for it expects
+from fxkit._compile import _exec_with_source as _exec_with_source
+from fxkit._compile import _forward_from_src as _forward_from_src
+from fxkit._compile import _function_from_src, _is_cached
+from fxkit._compile import _method_from_src as _method_from_src
+from fxkit.codegen import CodeGen, PythonCode
 from fxkit.graph import Graph, _PyTreeCodeGen
 
 __all__ = ["GraphModule"]
@@ -38,116 +38,6 @@ _USER_PRESERVED_ATTRIBUTES_KEY = "_user_preserved_attributes"
 
 # Per-instance state derived from the graph at recompile(): rebuilt, never copied or pickled.
 _DERIVED = ("_graph", "_python_code")
-
-# ---------------------------------------------------------------------------------------------
-# Compiling generated source. Code objects are cached by source text (compiling a 50k-line
-# forward is the expensive part); each module's function then gets its own co_filename, which
-# linecache resolves to that module's source for as long as the function exists.
-
-_CODE_CACHE_LIMIT = 512
-_code_cache: "collections.OrderedDict[Tuple[str, Tuple[str, ...]], types.CodeType]" = (
-    collections.OrderedDict()
-)
-_code_cache_lock = threading.Lock()
-_key_counter = itertools.count()
-
-
-def _compile_cached(src: str, module_paths: Tuple[str, ...] = ()) -> types.CodeType:
-    """The code object for ``src``. With ``module_paths`` (the graph's call_module targets),
-    those calls are compiled as ``_modules`` lookups: same text and positions, but no
-    ``nn.Module.__getattr__`` per call, which keeps a traced forward at or below eager cost."""
-    key = (src, module_paths)
-    with _code_cache_lock:
-        code = _code_cache.get(key)
-        if code is not None:
-            _code_cache.move_to_end(key)
-            return code
-    tree = module_call_tree(src, module_paths) if module_paths else None
-    # dont_inherit: this file's ``from __future__ import annotations`` must not turn the
-    # generated annotations into strings (TorchScript reads them as types).
-    code = compile(src if tree is None else tree, "<eval_with_key>", "exec", dont_inherit=True)
-    with _code_cache_lock:
-        _code_cache[key] = code
-        while len(_code_cache) > _CODE_CACHE_LIMIT:
-            _code_cache.popitem(last=False)
-    return code
-
-
-def _is_cached(src: str, module_paths: Tuple[str, ...] = ()) -> bool:
-    return (src, module_paths) in _code_cache
-
-
-def _source_key(co_fields: Optional[Dict[str, Any]]) -> str:
-    """The file name generated code is compiled under, in torch.fx's format."""
-    key = f"<eval_with_key>.{next(_key_counter)}"
-    if co_fields and "co_filename" in co_fields:
-        if "co_firstlineno" in co_fields and "co_name" in co_fields:
-            return (
-                f"{key} from {co_fields['co_filename']}:{co_fields['co_firstlineno']} "
-                f"in {co_fields['co_name']}"
-            )
-        return str(co_fields["co_filename"])
-    return key
-
-
-def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
-    consts = code.co_consts
-    if any(isinstance(c, types.CodeType) for c in consts):
-        consts = tuple(
-            _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in consts
-        )
-        return code.replace(co_filename=filename, co_consts=consts)
-    return code.replace(co_filename=filename)
-
-
-def _register_source(key: str, src: str) -> None:
-    # A lazy entry: linecache calls the getter the first time the lines are needed. (The key
-    # must not be wrapped in <...>, or linecache refuses to resolve it.)
-    linecache.cache[key] = (functools.partial(str, src),)  # type: ignore[assignment]
-
-
-def _forget_source(key: str) -> None:
-    linecache.cache.pop(key, None)
-
-
-def _exec_with_source(
-    src: str, globals: Dict[str, Any], co_fields: Optional[Dict[str, Any]] = None
-) -> None:
-    """Run ``src`` in ``globals`` under a file name that linecache (and so tracebacks,
-    ``inspect.getsource`` and TorchScript) resolves to ``src``."""
-    key = _source_key(co_fields)
-    _register_source(key, src)
-    exec(_renamed(_compile_cached(src), key), globals)
-
-
-def _forward_from_src(
-    src: str, globals: Dict[str, Any], co_fields: Optional[Dict[str, Any]] = None
-) -> Callable:
-    """Compile ``src`` (which defines ``forward``) and return that function; ``globals`` is
-    not modified."""
-    return _method_from_src("forward", src, globals, co_fields)
-
-
-def _method_from_src(
-    method_name: str, src: str, globals: Dict[str, Any], co_fields: Optional[Dict[str, Any]] = None
-) -> Callable:
-    scope = dict(globals)
-    _exec_with_source(src, scope, co_fields)
-    return scope.pop(method_name)
-
-
-def _function_from_src(
-    src: str, globals: Dict[str, Any], co_fields: Any, module_paths: Tuple[str, ...] = ()
-) -> Callable:
-    """Like ``_forward_from_src``, but the linecache entry lives exactly as long as the
-    returned function (GraphModule's own use)."""
-    key = _source_key(co_fields)
-    scope = dict(globals)
-    exec(_renamed(_compile_cached(src, module_paths), key), scope)
-    fn = scope.pop("forward")
-    _register_source(key, src)
-    weakref.finalize(fn, _forget_source, key)
-    return fn
 
 
 class _CodeOnlyModule(torch.nn.Module):
@@ -300,7 +190,7 @@ class _PendingForward:
 
 def _plain_codegen(codegen: Any) -> bool:
     """fxkit's own code generators write valid Python by construction; anything else is
-    compiled at ``recompile()`` so that invalid source raises there, as in torch.fx."""
+    compiled at ``recompile()`` so that invalid source raises there (as torch.fx does)."""
     return type(codegen) in (CodeGen, _PyTreeCodeGen) and codegen._body_transformer is None
 
 
@@ -592,11 +482,12 @@ class GraphModule(torch.nn.Module):
         """A replace hook registered for the length of a ``with`` block."""
         if not callable(f):
             raise AssertionError("Replace hook must be a callable.")
-        self._register_replace_node_hook(f)
+        hooks = self._hook_list("_replace_hooks", f, "create_node")
+        hooks.append(f)
         try:
             yield
         finally:
-            self._unregister_replace_node_hook(f)
+            hooks.remove(f)
 
     def _register_deepcopy_hook(self, f: Callable) -> None:
         """Call ``f(copy)`` on every deep copy of this module."""

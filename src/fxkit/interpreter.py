@@ -345,11 +345,12 @@ class Interpreter:
 
     def _dispatch(self, n: Node) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        if not isinstance(args, tuple):
-            raise AssertionError(f"Expected args to be tuple, got {type(args)}")
-        if not isinstance(kwargs, dict):
-            raise AssertionError(f"Expected kwargs to be dict, got {type(kwargs)}")
-        return getattr(self, n.op)(n.target, args, kwargs)
+        # a subclass's fetch may return other containers; the handlers need these two
+        for what, value, kind in (("args", args, tuple), ("kwargs", kwargs, dict)):
+            if not isinstance(value, kind):
+                raise AssertionError(f"Expected {what} to be {kind.__name__}, got {type(value)}")
+        handler = getattr(self, n.op)
+        return handler(n.target, args, kwargs)
 
     # --- one method per opcode ---------------------------------------------------------------
 

@@ -724,15 +724,12 @@ def _type_repr(t: Any) -> str:
     """How ``print(graph)`` spells a type annotation (torch.fx's spelling): classes as
     ``module.qualname`` (bare for builtins), functions by name, everything else by ``repr``
     (``typing.List[float]``, ``list[str]``, string annotations with their quotes)."""
-    if isinstance(t, type) and not isinstance(t, types.GenericAlias):
-        if t.__module__ == "builtins":
-            return t.__qualname__
-        return f"{t.__module__}.{t.__qualname__}"
     if t is ...:
         return "..."
-    if isinstance(t, types.FunctionType):
-        return t.__name__
-    return repr(t)
+    if isinstance(t, type) and not isinstance(t, types.GenericAlias):
+        module = t.__module__
+        return t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
+    return t.__name__ if isinstance(t, types.FunctionType) else repr(t)
 
 
 def _format_arg(arg: object, max_list_len: float = math.inf) -> str:
