@@ -636,36 +636,34 @@ class Node:
         """
         from fxkit.codegen import describe_target
 
-        if self.op == "placeholder":
-            if placeholder_names:
-                text = self._target
-                if self.type:
-                    text += f": {_type_repr(self.type)}"
-                placeholder_names.append(text)
-                return None
-            prefix = f"{_type_repr(self.type)} " if self.type else ""
-            default = f"(default={self._args[0]})" if self._args else ""
-            return (
-                f"%{self._name} : {prefix}[num_users={len(self.users)}] = "
-                f"placeholder[target={self._target}]{default}"
-            )
-        if self.op == "output":
+        op = self.op
+        if op == "output":
             if self.type and maybe_return_typename:
                 maybe_return_typename[0] = f" -> {_type_repr(self.type)}"
             return f"return {self._args[0]}"
-        if self.op == "get_attr":
-            return (
-                f"%{self._name} : {self._type_prefix()}[num_users={len(self.users)}] = "
-                f"get_attr[target={self._target}]"
+        if op == "placeholder" and placeholder_names:
+            placeholder_names.append(
+                f"{self._target}: {_type_repr(self.type)}" if self.type else self._target
             )
-        prefix = self._type_prefix()
-        if include_tensor_metadata:
-            prefix = _tensor_annotation(self._meta) or prefix
-        return (
-            f"%{self._name} : {prefix}[num_users={len(self.users)}] = "
-            f"{self.op}[target={describe_target(self._target)}]"
-            f"(args = {_format_arg(self._args)}, kwargs = {_format_arg(self._kwargs)})"
-        )
+            return None
+        # every other node: "%name : <type >[num_users=N] = <what it does>"
+        if op == "placeholder":
+            # a falsy annotation prints nothing here, where other ops test for None
+            typename = f"{_type_repr(self.type)} " if self.type else ""
+            default = f"(default={self._args[0]})" if self._args else ""
+            action = f"placeholder[target={self._target}]{default}"
+        elif op == "get_attr":
+            typename = self._type_prefix()
+            action = f"get_attr[target={self._target}]"
+        else:
+            typename = self._type_prefix()
+            if include_tensor_metadata:
+                typename = _tensor_annotation(self._meta) or typename
+            action = (
+                f"{op}[target={describe_target(self._target)}]"
+                f"(args = {_format_arg(self._args)}, kwargs = {_format_arg(self._kwargs)})"
+            )
+        return f"%{self._name} : {typename}[num_users={len(self.users)}] = {action}"
 
     def _type_prefix(self) -> str:
         return f"{_type_repr(self.type)} " if self.type is not None else ""
