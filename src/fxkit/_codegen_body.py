@@ -253,6 +253,7 @@ class Writer:
 
     def __init__(self) -> None:
         self.names = _Namespace()
+        self._named = self.names.by_obj  # node -> local name, read once per argument
         self.globals: Dict[str, Any] = {}
         self._refs: Dict[int, Tuple[Any, str]] = {}
         for name, obj in _custom_builtins.items():
@@ -273,7 +274,7 @@ class Writer:
         return name
 
     def local(self, node: Node) -> str:
-        name = self.names.by_obj.get(node)
+        name = self._named.get(node)
         return name if name is not None else self.names.create(node._name, node)
 
     def callable_ref(self, fn: Any) -> str:
@@ -289,9 +290,12 @@ class Writer:
 
     def value(self, a: Any) -> str:
         """A Python expression for argument ``a``."""
+        t = type(a)
+        if t is Node:  # the common case first: a value computed earlier
+            name = self._named.get(a)
+            return name if name is not None else self.names.create(a._name, a)
         if isinstance(a, Node):
             return self.local(a)
-        t = type(a)
         if t in _PLAIN_REPR:
             return repr(a)
         if isinstance(a, tuple):

@@ -243,13 +243,18 @@ def mismatched(fx):
     return fx.GraphModule(torch.nn.Module(), g)
 
 
-def test_a_failing_node_raises_runtime_error_naming_it():
+def test_a_failing_node_raises_runtime_error_naming_it(capsys):
     gm = mismatched(fxkit)
     with pytest.raises(RuntimeError, match=r"ShapeProp error for: node=%matmul") as info:
         ShapeProp(gm).propagate(torch.randn(2, 3))
     assert isinstance(info.value.__cause__, RuntimeError)  # the shape error from matmul
+    ours = capsys.readouterr().err
     with pytest.raises(RuntimeError, match=r"ShapeProp error for: node=%matmul"):
         tsp.ShapeProp(mismatched(tfx)).propagate(torch.randn(2, 3))
+    theirs = capsys.readouterr().err
+    # both print the original traceback to stderr, ending in the same error line
+    assert ours.startswith("Traceback") and theirs.startswith("Traceback")
+    assert ours.strip().splitlines()[-1] == theirs.strip().splitlines()[-1]
     relu = next(n for n in gm.graph.nodes if n.name == "relu")
     assert relu.meta["tensor_meta"].shape == (2, 3)  # nodes before the failure are recorded
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import traceback
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import torch
@@ -142,8 +143,8 @@ class ShapeProp(Interpreter):
             inputs are converted with it and a fake copy of ``gm`` supplies parameters.
             Defaults to the fake mode active around the call, if any.
 
-    A node that fails raises ``RuntimeError("ShapeProp error for: node=...")`` chained to
-    the original exception.
+    A node that fails prints its traceback to stderr and raises
+    ``RuntimeError("ShapeProp error for: node=...")`` chained to the original exception.
     """
 
     def __init__(self, gm: GraphModule, fake_mode: Any = None) -> None:
@@ -170,6 +171,7 @@ class ShapeProp(Interpreter):
             else:
                 result = self._run_fake(n)
         except Exception as e:
+            traceback.print_exc()  # torch.fx prints the failure to stderr too; scripts see it
             raise RuntimeError(
                 f"ShapeProp error for: node={n.format_node()} with meta={n.meta}"
             ) from e
