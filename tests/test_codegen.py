@@ -325,3 +325,17 @@ def test_module_call_tree_runs_the_same_text_faster_with_the_same_positions():
         assert line[frame.colno : frame.end_colno] == 'getattr(self.sub, "0")(x)'
     else:
         raise AssertionError("expected a shape error")
+
+
+def test_tensor_and_module_constants_become_globals():
+    # torch.fx writes `torch.Tensor(size=[2], dtype=float32)`, which cannot run; fxkit hands
+    # such constants to the code as globals (a listed difference)
+    g = Graph()
+    x = g.placeholder("x")
+    lin = torch.nn.Linear(2, 2)
+    y = g.call_function(torch.add, (x, torch.ones(2)))
+    g.output(g.call_function(torch.nn.functional.linear, (y, lin.weight)))
+    gm = GraphModule(torch.nn.Module(), g)
+    assert "torch.add(x, _tensor_constant)" in gm.code
+    out = gm(torch.zeros(2))
+    torch.testing.assert_close(out, torch.nn.functional.linear(torch.ones(2), lin.weight))

@@ -110,6 +110,8 @@ def _module_of(obj: Any) -> Optional[str]:
 
 def _is_torch_object(obj: Any) -> bool:
     """Objects torch.fx spells by their dotted path under the ``torch`` global."""
+    if not isinstance(getattr(obj, "__name__", None), str):
+        return False  # an instance (a tensor's class says "torch" too) has no path
     module = _module_of(obj)
     if module is not None:
         return _TORCH_MODULE(module) is not None

@@ -308,7 +308,12 @@ class GraphModule(torch.nn.Module):
         graph = d.get("_graph")
         if graph is None:
             raise RuntimeError("GraphModule has no generated code: its graph was never set")
-        code = graph.python_code(root_module="self")
+        try:
+            code = graph.python_code(root_module="self")
+        except AttributeError as e:
+            # raised inside `gm.code` or `gm.forward`, an AttributeError would be taken for
+            # a missing attribute and replaced by nn.Module's "has no attribute" message
+            raise RuntimeError(f"generating code for {type(self).__name__} failed: {e}") from e
         d["_python_code"] = code
         cls = type(self)
         paths = tuple(sorted({n.target for n in graph.nodes if n.op == "call_module"}))
