@@ -1,0 +1,1 @@
+"""Self-tests shipped with fxkit.passes (importable, runnable with ``python -m unittest``)."""
