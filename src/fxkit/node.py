@@ -693,9 +693,8 @@ class Node:
 
 
 def _torch_says_impure(target: Any, args: Any, kwargs: Any, impure_random: bool) -> bool:
-    """Ask torch's own effect registry (newer torch only) about operator targets."""
-    if not isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
-        return False
+    """Ask torch's own effect registry (newer torch only): it knows aten ops and the Python
+    random functions (``torch.rand``, ``torch.bernoulli``, ...)."""
     try:
         from torch._library.utils import is_impure
 

@@ -706,3 +706,27 @@ def test_format_node_with_tensor_metadata_as_torch_fx() -> None:
 
     theirs, _ = assert_same(script)
     assert 'Tensor "f16[3, 2][1, 3]cpu"' in theirs[1]
+
+
+_PURITY_TARGETS = [
+    (torch.rand_like, lambda x: (x,)),
+    (torch.rand, lambda x: (2,)),
+    (torch.bernoulli, lambda x: (x,)),
+    (torch.relu, lambda x: (x,)),
+    (operator.add, lambda x: (x, x)),
+    (torch.ops.aten.rand.default, lambda x: ([2],)),
+    (torch.nn.functional.dropout, lambda x: (x,)),
+    (torch._assert, lambda x: (True, "m")),
+]
+
+
+@pytest.mark.parametrize("target,make_args", _PURITY_TARGETS)
+def test_is_impure_agrees_with_torch_fx(target, make_args):
+    seen = []
+    for fx in (torch.fx, fxkit):
+        g = fx.Graph()
+        x = g.placeholder("x")
+        node = g.call_function(target, make_args(x))
+        g.output(x)
+        seen.append((node.is_impure(), node.is_impure(impure_random=False)))
+    assert seen[0] == seen[1]
