@@ -1,0 +1,1 @@
+"""Passes for specific graph dialects (mirrors ``torch.fx.passes.dialect``)."""

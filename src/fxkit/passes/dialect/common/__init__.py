@@ -1,0 +1,1 @@
+"""Dialect-agnostic passes (mirrors ``torch.fx.passes.dialect.common``)."""
