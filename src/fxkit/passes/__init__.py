@@ -1,5 +1,5 @@
 """Graph passes: one pass per module (shape propagation, splitting, matchers, ...)."""
 
-from fxkit.passes import shape_prop
+from fxkit.passes import graph_manipulation, param_fetch, shape_prop
 
-__all__ = ["shape_prop"]
+__all__ = ["graph_manipulation", "param_fetch", "shape_prop"]
