@@ -255,17 +255,25 @@ class Graph:
             str, Any
         ] = {}  # the traced function's name/file/line (set by the tracer)
 
-    # GraphModules whose recompile() deferred generating code (a list; falsy when none). The
-    # first edit after that recompile() makes them generate it first (_before_edit), so a
-    # module's forward is always the graph as it was at its last recompile().
+    # Who must see the graph as it is before its next edit (a list; falsy when none): the
+    # GraphModules whose recompile() deferred generating code, so a module's forward is the
+    # graph as of its last recompile(), and snapshots taken only if a pass edits. Each gets
+    # ``_before_graph_edit(graph)`` once, then is dropped.
     _pending_code: Any = ()
 
     def _before_edit(self) -> None:
         pending = self._pending_code
         self._pending_code = ()
-        for module in pending:
-            if module.__dict__.get("_graph") is self:
-                module._generate_code()
+        for listener in pending:
+            listener._before_graph_edit(self)
+
+    def _notify_before_next_edit(self, listener: Any) -> None:
+        """Call ``listener._before_graph_edit(self)`` just before this graph next changes."""
+        pending = self._pending_code
+        if not pending:
+            self._pending_code = [listener]
+        elif not any(p is listener for p in pending):
+            pending.append(listener)
 
     # --- ownership -----------------------------------------------------------------------------
 

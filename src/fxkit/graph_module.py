@@ -285,11 +285,7 @@ class GraphModule(torch.nn.Module):
             # fxkit's own generators write valid code by construction: generate it when it
             # is first needed, or just before the graph's next edit, whichever comes first.
             type(self).forward = _UngeneratedForward(self)  # type: ignore[assignment]
-            pending = graph._pending_code
-            if not pending:
-                graph._pending_code = [self]
-            elif not any(m is self for m in pending):
-                pending.append(self)
+            graph._notify_before_next_edit(self)
             code: PythonCode = _LazyPythonCode(self)
         else:
             code = self._generate_code()
@@ -297,6 +293,10 @@ class GraphModule(torch.nn.Module):
             if isinstance(child, GraphModule):
                 child.recompile()
         return code
+
+    def _before_graph_edit(self, graph: Graph) -> None:
+        if self.__dict__.get("_graph") is graph:  # not a graph it has since let go of
+            self._generate_code()
 
     def _generate_code(self) -> PythonCode:
         """Generate (and for custom code generators compile) the code ``recompile()`` fixed;

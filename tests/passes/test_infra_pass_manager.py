@@ -373,3 +373,63 @@ def test_history_with_tensor_constants_in_args():
     pm = opm.PassManager([swap])
     pm(gm)
     assert [(r.added, r.removed, r.changed) for r in pm.history] == [(0, 0, 1)]
+
+
+@pytest.mark.parametrize("lib", [fxkit, tfx], ids=["fxkit_gm", "torch_fx_gm"])
+def test_a_failing_pass_leaves_the_graph_as_it_was(lib):
+    def f(x):
+        return torch.relu(x) + 1
+
+    gm = lib.symbolic_trace(f)
+    before = str(gm.graph)
+    code = gm.code
+
+    def half_edit_then_fail(m):
+        node = next(n for n in m.graph.nodes if n.op == "call_function")
+        node.target = torch.neg
+        raise ValueError("pass broke")
+
+    pm = opm.PassManager([half_edit_then_fail])
+    with pytest.raises(Exception, match="half_edit_then_fail") as info:
+        pm(gm)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert str(gm.graph) == before and gm.code == code
+    torch.testing.assert_close(gm(torch.ones(2)), f(torch.ones(2)))
+    keep = opm.PassManager([half_edit_then_fail], restore_on_failure=False)
+    with pytest.raises(Exception, match="half_edit_then_fail"):
+        keep(gm)
+    assert "neg" in str(gm.graph)  # opted out: the half edit stays
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["insert", "erase", "retarget", "rename", "regraph"]), max_size=4))
+def test_failing_pass_restores_after_any_edits(edits):
+    def f(x):
+        return torch.sigmoid(torch.relu(x) + 1)
+
+    gm = fxkit.symbolic_trace(f)
+    before, x = str(gm.graph), torch.randn(3)
+
+    def edit_then_fail(m):
+        g = m.graph
+        for kind in edits:
+            calls = [n for n in g.nodes if n.op == "call_function"]
+            if kind == "insert":
+                with g.inserting_after(calls[0]):
+                    g.call_function(torch.neg, (calls[0],))
+            elif kind == "erase" and calls[-1].users and len(calls) > 1:
+                calls[-1].replace_all_uses_with(calls[0])
+                g.erase_node(calls[-1])
+            elif kind == "retarget":
+                calls[0].target = torch.tanh
+            elif kind == "rename":
+                calls[0].name = "renamed"
+            elif kind == "regraph":
+                m.graph = fxkit.symbolic_trace(lambda y: y * 3).graph
+                g = m.graph
+        raise RuntimeError("fail")
+
+    with pytest.raises(Exception, match="edit_then_fail"):
+        opm.PassManager([edit_then_fail])(gm)
+    assert str(gm.graph) == before
+    torch.testing.assert_close(gm(x), f(x))

@@ -5,6 +5,7 @@ changed (``PassManager.history``, printed by :func:`format_pass_history`)."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import time
@@ -193,7 +194,9 @@ class PassManager:
     reported a change. With ``run_checks_after_each_pass`` the function given to
     :meth:`add_checks` also runs after each pass (it always runs once before the first);
     with ``lint_after_each_pass`` (fxkit only) ``graph.lint()`` does too. Any failure is
-    re-raised as ``Exception`` naming the pass and the passes before it.
+    re-raised as ``Exception`` naming the pass and the passes before it, and (fxkit only,
+    ``restore_on_failure=True``) the module gets back the graph that pass started from; the
+    copy is made only if the pass edits an fxkit graph (torch.fx graphs are copied up front).
     ``history`` holds a :class:`PassRecord` per pass run in the last call (turn off with
     ``record_history=False``).
     """
@@ -213,6 +216,7 @@ class PassManager:
         *,
         lint_after_each_pass: bool = False,
         record_history: bool = True,
+        restore_on_failure: bool = True,
     ) -> None:
         self.passes = passes or []
         self.constraints = constraints or []
@@ -223,6 +227,8 @@ class PassManager:
         self.suppress_check_failures = suppress_check_failures
         self.lint_after_each_pass = lint_after_each_pass
         self.record_history = record_history
+        # A pass that raises leaves the module's graph as it was before that pass.
+        self.restore_on_failure = restore_on_failure
         self.history: List[PassRecord] = []
 
     def add_pass(self, _pass: Pass) -> None:
@@ -273,6 +279,8 @@ class PassManager:
                 name = _pass_name(fn)
                 logger.debug("Running pass '%s'", name)
                 start = time.perf_counter()
+                graph = getattr(module, "graph", None) if self.restore_on_failure else None
+                snapshot = _Snapshot(graph) if graph is not None else None
                 try:
                     res = fn(module)
                     if not isinstance(res, PassResult) and not hasattr(res, "graph_module"):
@@ -290,7 +298,12 @@ class PassManager:
                     if self.lint_after_each_pass and hasattr(module, "graph"):
                         module.graph.lint()
                 except Exception as e:
+                    if snapshot is not None:
+                        snapshot.restore(module)
                     raise self._failure(name, index, e) from e
+                finally:
+                    if snapshot is not None:
+                        snapshot.close()
                 if track:
                     elapsed = time.perf_counter() - start
                     before, added, removed, changed = _snapshot_and_diff(before, module)
@@ -308,6 +321,45 @@ class PassManager:
             f"An error occurred when running the '{name}' pass after the following passes: "
             f"{earlier}\n  cause: {type(error).__name__}: {error}"
         )
+
+
+class _Snapshot:
+    """The graph a pass starts from, copied only if the pass edits it.
+
+    fxkit graphs call ``_before_graph_edit`` just before their first edit, so a pass that
+    changes nothing costs nothing; other graphs (torch.fx's) are copied up front.
+    """
+
+    __slots__ = ("graph", "saved")
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+        self.saved: Any = None
+        notify = getattr(graph, "_notify_before_next_edit", None)
+        if notify is not None:
+            notify(self)
+        else:
+            self.saved = copy.deepcopy(graph)
+
+    def _before_graph_edit(self, graph: Any) -> None:
+        if self.saved is None:
+            self.saved = copy.deepcopy(graph)
+
+    def close(self) -> None:
+        pending = getattr(self.graph, "_pending_code", None)
+        if pending and any(p is self for p in pending):
+            pending[:] = [p for p in pending if p is not self]
+
+    def restore(self, module: Any) -> None:
+        """Give ``module`` back the graph as it was when the pass started."""
+        original = self.saved if self.saved is not None else self.graph
+        try:
+            if getattr(module, "graph", None) is not original:
+                module.graph = original
+            if hasattr(module, "recompile"):
+                module.recompile()
+        except Exception:  # restoring must never hide the pass's own error
+            logger.warning("could not restore the graph after a failed pass", exc_info=True)
 
 
 def format_pass_history(history: Union[PassManager, Iterable[PassRecord]]) -> str:
