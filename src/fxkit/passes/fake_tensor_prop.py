@@ -54,14 +54,13 @@ class FakeTensorProp(Interpreter):
 
     def __init__(self, module: Any, mode: Optional[FakeTensorMode] = None) -> None:
         super().__init__(module)
-        if mode is None:
-            mode = FakeTensorMode()
-        self._mode = mode
+        # subgraphs (invoke_subgraph) whose body already ran once in this propagation
+        self.seen_subgraphs: OrderedSet[str] = OrderedSet()
+        self._mode = mode = FakeTensorMode() if mode is None else mode
         # A new epoch invalidates values memoized for an earlier run (unbacked symbols must be
         # fresh), and nested-tensor ids restart so repeated runs name things the same way.
         mode.epoch += 1
         mode.reset_nt_tensor_id_counter()
-        self.seen_subgraphs: OrderedSet[str] = OrderedSet()
 
     # --- per node ----------------------------------------------------------------------------
 

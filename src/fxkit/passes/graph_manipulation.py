@@ -13,13 +13,8 @@ import torch
 
 from fxkit.passes.shape_prop import ShapeProp, TensorMetadata
 
-__all__ = [
-    "replace_target_nodes_with",
-    "size_bytes",
-    "get_size_of_all_nodes",
-    "get_tensor_meta",
-    "get_size_of_node",
-]
+__all__ = ["get_size_of_all_nodes", "get_size_of_node", "get_tensor_meta"]
+__all__ += ["replace_target_nodes_with", "size_bytes"]
 
 
 def _swap_nodes(a: Any, copies: Dict[Any, Any], node_cls: type) -> Any:

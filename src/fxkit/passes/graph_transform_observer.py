@@ -327,15 +327,10 @@ class GraphTransformObserver:
                 for src in history
                 if not (src.pass_name == self.passname and src.action == [NodeSourceAction.CREATE])
             ]
-            kept.append(NodeSource(old, self.passname, action))
-            target.meta["from_node"] = kept
+            target.meta["from_node"] = [*kept, NodeSource(old, self.passname, action)]
 
         return on_replace
 
     def get_deepcopy_hook(self) -> Callable[[Any], None]:
         """The deepcopy hook: remember copies so their inherited hooks are removed on exit."""
-
-        def on_deepcopy(copied: Any) -> None:
-            self.copied_gms.append(copied)
-
-        return on_deepcopy
+        return self.copied_gms.append

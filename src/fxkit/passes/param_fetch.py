@@ -30,30 +30,18 @@ def default_matching(name: str, target_version: int) -> str:
 
 _FetchEntry = Tuple[int, List[str], Callable[[str, int], str]]
 
+
+def _entry(version: int, attrs: str) -> _FetchEntry:
+    return (version, attrs.split(), default_matching)
+
+
 module_fetch_book: Dict[type, _FetchEntry] = {
-    nn.Linear: (1, ["weight", "bias"], default_matching),
-    nn.Conv2d: (
-        1,
-        [
-            "weight",
-            "bias",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "padding_mode",
-        ],  # fmt: skip
-        default_matching,
-    ),
-    nn.BatchNorm2d: (2, ["weight", "bias", "running_mean", "running_var", "eps"], default_matching),
-    nn.AdaptiveAvgPool2d: (1, [], default_matching),
-    nn.MaxPool2d: (
-        1,
-        ["kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"],
-        default_matching,
-    ),
-    nn.ReLU: (1, ["inplace"], default_matching),
+    nn.Linear: _entry(1, "weight bias"),
+    nn.Conv2d: _entry(1, "weight bias kernel_size stride padding dilation groups padding_mode"),
+    nn.BatchNorm2d: _entry(2, "weight bias running_mean running_var eps"),
+    nn.AdaptiveAvgPool2d: _entry(1, ""),
+    nn.MaxPool2d: _entry(1, "kernel_size stride padding dilation return_indices ceil_mode"),
+    nn.ReLU: _entry(1, "inplace"),
 }
 """Supported module classes -> (version the entry was written for, attribute names to fetch,
 name-matching function). Add entries here to support more classes."""

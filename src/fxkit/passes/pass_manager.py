@@ -7,6 +7,7 @@ A pass here is any callable ``obj -> obj``; nothing requires a GraphModule. The 
 
 from __future__ import annotations
 
+import functools
 import logging
 from functools import wraps
 from inspect import unwrap
@@ -171,16 +172,12 @@ class PassManager:
     def validate(self) -> None:
         """Check the schedule against every constraint; raises ``RuntimeError`` on a
         violation. Cached until the passes or constraints change."""
-        if self._validated:
-            return
-        for constraint in self.constraints:
-            _check_constraint(constraint, self.passes)
-        self._validated = True
+        if not self._validated:
+            for constraint in self.constraints:
+                _check_constraint(constraint, self.passes)
+            self._validated = True
 
     def __call__(self, source: Any) -> Any:
         """Validate, then feed ``source`` through each pass in turn and return the result."""
         self.validate()
-        out = source
-        for p in self.passes:
-            out = p(out)
-        return out
+        return functools.reduce(lambda value, run_pass: run_pass(value), self.passes, source)

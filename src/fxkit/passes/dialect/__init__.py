@@ -1,1 +1,1 @@
-"""Passes for specific graph dialects (mirrors ``torch.fx.passes.dialect``)."""
+"""Passes for specific graph dialects (the dialect package of torch.fx's passes)."""

@@ -86,34 +86,33 @@ def _topological_sort_passes(passes: List[Pass], constraints: List[Constraint]) 
     """
     if not constraints:
         return passes
-    successors: Dict[Pass, List[Pass]] = {p: [] for p in passes}
-    indegree: Dict[Pass, int] = dict.fromkeys(passes, 0)
+    # unlocks[q]: the passes waiting on q (once per constraint that says so);
+    # waiting[p]: how many of those waits p still has.
+    unlocks: Dict[Pass, List[Pass]] = {p: [] for p in passes}
+    waiting: Dict[Pass, int] = {}
     ready: deque = deque()
-    for later in passes:
-        for earlier in passes:
-            if later == earlier:
-                continue
-            for constraint in constraints:
-                # constraint(later, earlier) False: ``later`` may not precede ``earlier``.
-                if not constraint(later, earlier):
-                    successors[earlier].append(later)
-                    indegree[later] += 1
-        if indegree[later] == 0:
-            ready.append(later)
-    done: Dict[Pass, bool] = dict.fromkeys(passes, False)
+    for p in passes:
+        must_follow = [q for q in passes if q != p for ok in constraints if not ok(p, q)]
+        for q in must_follow:
+            unlocks[q].append(p)
+        waiting[p] = waiting.get(p, 0) + len(must_follow)
+        if waiting[p] == 0:
+            ready.append(p)
+    placed: set = set()
     ordered: List[Pass] = []
     while ready:
         p = ready.popleft()
         ordered.append(p)
-        done[p] = True
-        for nxt in successors[p]:
-            if not done[nxt]:
-                indegree[nxt] -= 1
-                if indegree[nxt] == 0:
-                    ready.append(nxt)
-    stuck = [p for p, n in indegree.items() if n != 0]
-    if stuck:
-        raise RuntimeError(f"Circular dependency detected within the following passes: {stuck}")
+        placed.add(p)
+        for q in unlocks[p]:
+            if q in placed:
+                continue
+            waiting[q] -= 1
+            if waiting[q] == 0:
+                ready.append(q)
+    cyclic = [p for p, left in waiting.items() if left]
+    if cyclic:
+        raise RuntimeError(f"Circular dependency detected within the following passes: {cyclic}")
     return ordered
 
 
@@ -218,15 +217,16 @@ class PassManager:
         record_history: bool = True,
         restore_on_failure: bool = True,
     ) -> None:
-        self.passes = passes or []
-        self.constraints = constraints or []
+        self.passes, self.constraints = passes or [], constraints or []
         if steps:
             self.steps = steps
-        self.run_checks_after_each_pass = run_checks_after_each_pass
-        # Stored for compatibility; like torch.fx, check failures are always raised.
-        self.suppress_check_failures = suppress_check_failures
-        self.lint_after_each_pass = lint_after_each_pass
-        self.record_history = record_history
+        # suppress_check_failures is stored for compatibility; like torch.fx, check failures
+        # are always raised.
+        self.run_checks_after_each_pass, self.suppress_check_failures = (
+            run_checks_after_each_pass,
+            suppress_check_failures,
+        )
+        self.lint_after_each_pass, self.record_history = lint_after_each_pass, record_history
         # A pass that raises leaves the module's graph as it was before that pass.
         self.restore_on_failure = restore_on_failure
         self.history: List[PassRecord] = []

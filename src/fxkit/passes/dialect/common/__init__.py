@@ -1,1 +1,1 @@
-"""Dialect-agnostic passes (mirrors ``torch.fx.passes.dialect.common``)."""
+"""Dialect-agnostic passes (the dialect.common package of torch.fx's passes)."""
