@@ -7,6 +7,7 @@ elements of every parameter of the called module; all counted at the output's el
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
@@ -78,9 +79,8 @@ def get_size_of_all_nodes(fx_module: Any, args: Optional[List[torch.Tensor]] = N
     """
     if args is not None:
         ShapeProp(fx_module).propagate(*args)
-    for node in fx_module.graph.nodes:
-        if node.op == "output":
-            break
+    body = itertools.takewhile(lambda n: n.op != "output", fx_module.graph.nodes)
+    for node in body:
         node.size_bytes = get_size_of_node(fx_module, node)
 
 

@@ -287,25 +287,27 @@ class GraphTransformObserver:
 
     # --- hooks ---------------------------------------------------------------------------------------
 
+    def _record_created(self, node: Any) -> None:
+        name = node.name
+        self.created_nodes.add(name)
+        self.name_to_node[name] = node
+        stamp = NodeSource(None, self.passname, NodeSourceAction.CREATE)
+        node.meta.setdefault("from_node", []).append(stamp)
+
+    def _record_erased(self, node: Any) -> None:
+        name = node.name
+        self.erased_nodes.add(name)
+        self.name_to_node.pop(name, None)
+
     def get_node_creation_hook(self) -> Callable[[Any], None]:
         """The create-node hook: remember the node and stamp a CREATE provenance entry."""
-
-        def on_create(node: Any) -> None:
-            self.created_nodes.add(node.name)
-            self.name_to_node[node.name] = node
-            entry = NodeSource(None, self.passname, NodeSourceAction.CREATE)
-            node.meta.setdefault("from_node", []).append(entry)
-
-        return on_create
+        record = self._record_created
+        return lambda obj: record(obj)  # a function: deepcopy keeps it as is
 
     def get_node_erase_hook(self) -> Callable[[Any], None]:
         """The erase-node hook: remember the name and forget the node."""
-
-        def on_erase(node: Any) -> None:
-            self.erased_nodes.add(node.name)
-            self.name_to_node.pop(node.name, None)
-
-        return on_erase
+        record = self._record_erased
+        return lambda obj: record(obj)  # a function: deepcopy keeps it as is
 
     def get_node_replace_hook(self) -> Callable[..., None]:
         """The replace hook: record on the replacing node that it took ``old``'s place."""
@@ -333,4 +335,8 @@ class GraphTransformObserver:
 
     def get_deepcopy_hook(self) -> Callable[[Any], None]:
         """The deepcopy hook: remember copies so their inherited hooks are removed on exit."""
-        return self.copied_gms.append
+        record = self._record_copy
+        return lambda obj: record(obj)  # a function: deepcopy keeps it as is
+
+    def _record_copy(self, copied: Any) -> None:
+        self.copied_gms.append(copied)

@@ -67,21 +67,23 @@ def loop_pass(
     if (n_iter is None) == (predicate is None):
         raise AssertionError("Exactly one of `n_iter`or `predicate` must be specified.")
 
+    def keep_going(done: int, value: Any) -> bool:
+        if predicate is not None:
+            return bool(predicate(value))
+        return done < n_iter  # type: ignore[operator]
+
     @wraps(base_pass)
     def looped(source: Any) -> Any:
-        out = source
-        if n_iter is not None and n_iter > 0:
-            for _ in range(n_iter):
-                out = base_pass(out)
-            return out
-        if predicate is None:
+        if predicate is None and not (n_iter is not None and n_iter > 0):
             raise RuntimeError(
                 f"loop_pass must be given positive int n_iter (given {n_iter}) "
                 f"xor predicate (given {predicate})"
             )
-        while predicate(out):
-            out = base_pass(out)
-        return out
+        done = 0
+        while keep_going(done, source):
+            source = base_pass(source)
+            done += 1
+        return source
 
     return looped
 

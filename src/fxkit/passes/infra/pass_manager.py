@@ -48,14 +48,11 @@ def pass_result_wrapper(fn: Callable[..., Any]) -> Pass:
     @wraps(fn)
     def as_result(gm: nn.Module) -> Optional[PassResult]:
         out = fn(gm)
-        if out is None:
-            return PassResult(gm, True)
-        if isinstance(out, PassResult):
+        # a result as is (torch.fx's PassResult too); a module or nothing means "changed"
+        if isinstance(out, PassResult) or (isinstance(out, tuple) and _looks_like_result(out)):
             return out
-        if isinstance(out, nn.Module):
-            return PassResult(out, True)
-        if isinstance(out, tuple) and _looks_like_result(out):
-            return out
+        if out is None or isinstance(out, nn.Module):
+            return PassResult(gm if out is None else out, True)
         return None
 
     if not inspect.isfunction(fn):
