@@ -176,10 +176,8 @@ class GraphTransformObserver:
         if self.active:
             # Closures rather than bound methods: a bound method would drag the observer (and
             # its gm) into every deep copy of the module made while hooked.
-            self._node_creation_hook = self.get_node_creation_hook()
-            self._node_erase_hook = self.get_node_erase_hook()
-            self._node_replace_hook = self.get_node_replace_hook()
-            self._deepcopy_hook = self.get_deepcopy_hook()
+            for kind in ("node_creation", "node_erase", "node_replace", "deepcopy"):
+                setattr(self, f"_{kind}_hook", getattr(self, f"get_{kind}_hook")())
         if self.log_url is None:
             return
         GraphTransformObserver.__pass_count += 1

@@ -13,14 +13,8 @@ from functools import wraps
 from inspect import unwrap
 from typing import Any, Callable, List, Optional
 
-__all__ = [
-    "PassManager",
-    "inplace_wrapper",
-    "log_hook",
-    "loop_pass",
-    "this_before_that_pass_constraint",
-    "these_before_those_pass_constraint",
-]
+__all__ = ["PassManager", "inplace_wrapper", "log_hook", "loop_pass"]
+__all__ += ["these_before_those_pass_constraint", "this_before_that_pass_constraint"]
 
 logger = logging.getLogger(__name__)
 

@@ -240,11 +240,11 @@ class PassManager:
 
     def validate_constraints(self) -> None:
         """Check the current order against every constraint (``RuntimeError`` if violated)."""
-        if self._validated:
-            return
-        for constraint in self.constraints:
-            _validate_pass_schedule_constraint(constraint, self.passes)
-        self._validated = True
+        if not self._validated:
+            schedule = self.passes
+            for constraint in self.constraints:
+                _validate_pass_schedule_constraint(constraint, schedule)
+            self._validated = True
 
     def solve_constraints(self) -> None:
         """Reorder ``passes`` to satisfy the constraints (``RuntimeError`` on a cycle)."""
