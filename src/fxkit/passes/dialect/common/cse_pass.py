@@ -232,7 +232,7 @@ class CSEPass(PassBase):
         self.banned_ops: Set[Any] = set() if banned_ops is None else banned_ops
         super().__init__()
 
-    def _keep_every_copy(self, node: Any, profiles: Dict[Any, _Profile]) -> Tuple[bool, bool]:
+    def _keep_every_copy(self, node: Any, profiles: Dict[Any, Any]) -> Tuple[bool, bool]:
         """(never merge this node, it may write memory) for a call node."""
         op, target = node.op, node.target
         banned = self.banned_ops
@@ -262,6 +262,17 @@ class CSEPass(PassBase):
         flag = profile.training_flag
         if flag is not None and _flag(node, *flag) is not False:
             return True, False
+        if op == "call_function" and not isinstance(target, torch._ops.HigherOrderOperator):
+            # for a plain function or operator the answer depends on the target alone, and
+            # the effect registries do not change during one run of the pass
+            try:
+                key = ("is_impure", target)
+                impure = profiles.get(key)
+                if impure is None:
+                    impure = profiles[key] = bool(node.is_impure())
+                return impure, False
+            except TypeError:  # an unhashable target
+                pass
         try:
             return bool(node.is_impure()), False
         except RuntimeError:  # a call_module in a graph without an owning module
@@ -273,7 +284,7 @@ class CSEPass(PassBase):
         graph = graph_module.graph
         nodes = list(graph.nodes)
         verdicts: Dict[Any, Tuple[bool, bool]] = {}
-        profiles: Dict[Any, _Profile] = {}
+        profiles: Dict[Any, Any] = {}  # (op, target) -> _Profile; ("is_impure", f) -> bool
         for node in nodes:
             op = node.op
             if op != "placeholder" and op != "output" and op != "get_attr":
