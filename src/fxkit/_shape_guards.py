@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import linecache
+import operator
 from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
 
 import torch
@@ -40,7 +41,7 @@ class Guard(NamedTuple):
 
 def _fake_attr(root: torch.nn.Module, target: str, fake_mode: Any) -> Any:
     with _no_tracing():
-        value = _fetch(root, target)
+        value = operator.attrgetter(target)(root)
         if isinstance(value, torch.Tensor):
             return fake_mode.from_tensor(value, static_shapes=True)
     # Opaque constants (a model config) are their own value; modules are not values.
@@ -75,13 +76,6 @@ def _fake_state(mod: torch.nn.Module, fake_mode: Any, states: Dict[int, Dict[str
             state[name] = fake_mode.from_tensor(t, static_shapes=True)
         states[id(mod)] = state
     return state
-
-
-def _fetch(root: torch.nn.Module, path: str) -> Any:
-    obj: Any = root
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from torch.fx.graph import _PyTreeInfo as _TorchPyTreeInfo
 from fxkit.codegen import _PyTreeCodeGen, _PyTreeInfo
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
-from fxkit.node import Node
+from fxkit.node import Node, _map_nodes_of_class
 
 __all__ = ["to_torch_fx", "from_torch_fx", "graph_to_torch_fx", "graph_from_torch_fx"]
 
@@ -49,18 +49,7 @@ def _copy_nodes(source: Any, dest: Any, node_type: type) -> None:
 
     def convert(a: Any) -> Any:
         # The two libraries' map_arg only recognise their own Node class.
-        if isinstance(a, node_type):
-            return mapping[a]
-        if isinstance(a, tuple):
-            items = [convert(x) for x in a]
-            return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
-        if isinstance(a, list):
-            return [convert(x) for x in a]
-        if isinstance(a, dict):
-            return {k: convert(v) for k, v in a.items()}
-        if isinstance(a, slice):
-            return slice(convert(a.start), convert(a.stop), convert(a.step))
-        return a
+        return _map_nodes_of_class(a, mapping.__getitem__, node_type)
 
     for node in source.nodes:
         new = dest.create_node(

@@ -19,7 +19,7 @@ from fxkit import traceback as fx_traceback
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
 from fxkit.immutable_collections import immutable_dict, immutable_list
-from fxkit.node import Argument, Node, Target, map_aggregate, map_arg
+from fxkit.node import Argument, Node, Target, _map_nodes_of_class, map_aggregate, map_arg
 
 __all__ = ["Interpreter", "Transformer"]
 
@@ -44,24 +44,6 @@ def _check_graph_like(graph: Any) -> None:
             f"'{type(graph).__name__}' object has no attribute 'nodes': expected a Graph "
             "(fxkit or torch.fx)"
         )
-
-
-def _remap_foreign(a: Any, fn: Any, node_cls: type) -> Any:
-    """``map_arg`` for arguments whose nodes are ``node_cls`` instances from another library;
-    containers come back as plain tuples, lists and dicts."""
-    if isinstance(a, node_cls):
-        return fn(a)
-    if isinstance(a, tuple):
-        items = [_remap_foreign(x, fn, node_cls) for x in a]
-        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
-    if isinstance(a, list):
-        return [_remap_foreign(x, fn, node_cls) for x in a]
-    if isinstance(a, dict):
-        return {k: _remap_foreign(v, fn, node_cls) for k, v in a.items()}
-    if isinstance(a, slice):
-        parts = (a.start, a.stop, a.step)
-        return slice(*(_remap_foreign(x, fn, node_cls) for x in parts))
-    return a
 
 
 def _last_uses(graph: Any) -> Dict[Node, List[Node]]:
@@ -463,7 +445,7 @@ class Interpreter:
         node_cls = getattr(self, "_node_cls", Node)
         if node_cls is Node:
             return map_arg(args, value_of)
-        return _remap_foreign(args, value_of, node_cls)
+        return _map_nodes_of_class(args, value_of, node_cls)
 
 
 class Transformer(Interpreter):

@@ -122,6 +122,24 @@ def map_arg(a: Any, fn: Callable[["Node"], Any]) -> Any:
     return _remap(a, fn)
 
 
+def _map_nodes_of_class(a: Any, fn: Any, node_cls: type) -> Any:
+    """``map_arg`` for arguments whose nodes are ``node_cls`` instances from another library;
+    containers come back as plain tuples, lists and dicts."""
+    if isinstance(a, node_cls):
+        return fn(a)
+    if isinstance(a, tuple):
+        items = [_map_nodes_of_class(x, fn, node_cls) for x in a]
+        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
+    if isinstance(a, list):
+        return [_map_nodes_of_class(x, fn, node_cls) for x in a]
+    if isinstance(a, dict):
+        return {k: _map_nodes_of_class(v, fn, node_cls) for k, v in a.items()}
+    if isinstance(a, slice):
+        parts = (a.start, a.stop, a.step)
+        return slice(*(_map_nodes_of_class(x, fn, node_cls) for x in parts))
+    return a
+
+
 def _remap(a: Any, fn: Callable[["Node"], Any]) -> Any:
     """map_arg without the argument check; calls ``fn`` on nodes only (the hot path of edits)."""
     t = type(a)

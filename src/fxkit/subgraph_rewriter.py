@@ -11,6 +11,7 @@ replacement_callback or node hook) is undone, so a failed call leaves ``gm`` as 
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
@@ -18,8 +19,8 @@ import torch
 
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
-from fxkit.interpreter import _node_class, _remap_foreign
-from fxkit.node import Node, map_arg
+from fxkit.interpreter import _node_class
+from fxkit.node import Node, _map_nodes_of_class, map_arg
 
 if TYPE_CHECKING:
     from fxkit.passes.utils.matcher_utils import InternalMatch
@@ -135,13 +136,6 @@ def _has_attr(root: Any, target: str) -> bool:
     return True
 
 
-def _get_attr(root: torch.nn.Module, target: str) -> Any:
-    obj: Any = root
-    for atom in target.split("."):
-        obj = getattr(obj, atom)
-    return obj
-
-
 def _copy_missing_attributes(gm: GraphModule, replacement: torch.nn.Module, prune: bool) -> None:
     """After splicing in a module's graph, give ``gm`` the submodules/attributes it now
     refers to (``gm``'s own ones win; the replacement's are deep-copied). ``prune`` then
@@ -150,7 +144,7 @@ def _copy_missing_attributes(gm: GraphModule, replacement: torch.nn.Module, prun
     for n in gm.graph.nodes:
         if n.op not in ("call_module", "get_attr") or _has_attr(gm, n.target):
             continue
-        value = copy.deepcopy(_get_attr(replacement, n.target))
+        value = copy.deepcopy(operator.attrgetter(n.target)(replacement))
         if isinstance(value, torch.nn.Module):
             gm.add_submodule(n.target, value)
         else:
@@ -340,7 +334,7 @@ class _Template:
                 return a
             if node_cls is Node:
                 return map_arg(a, lookup)
-            return _remap_foreign(a, lookup, node_cls)
+            return _map_nodes_of_class(a, lookup, node_cls)
 
         added = []
         for old, op, target, args, kwargs, name, type_expr, meta in self.steps:

@@ -12,28 +12,11 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 
+from fxkit.node import _map_nodes_of_class
 from fxkit.passes.shape_prop import ShapeProp, TensorMetadata
 
 __all__ = ["get_size_of_all_nodes", "get_size_of_node", "get_tensor_meta"]
 __all__ += ["replace_target_nodes_with", "size_bytes"]
-
-
-def _swap_nodes(a: Any, copies: Dict[Any, Any], node_cls: type) -> Any:
-    """``a`` with each node replaced by its copy; containers are rebuilt plainly (the new
-    graph freezes them). Works for the nodes of any graph library with the same API."""
-    if isinstance(a, node_cls):
-        return copies[a]
-    if isinstance(a, tuple):
-        items = [_swap_nodes(x, copies, node_cls) for x in a]
-        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
-    if isinstance(a, list):
-        return [_swap_nodes(x, copies, node_cls) for x in a]
-    if isinstance(a, dict):
-        return {k: _swap_nodes(v, copies, node_cls) for k, v in a.items()}
-    if isinstance(a, slice):
-        parts = (a.start, a.stop, a.step)
-        return slice(*(_swap_nodes(x, copies, node_cls) for x in parts))
-    return a
 
 
 def replace_target_nodes_with(
@@ -55,8 +38,8 @@ def replace_target_nodes_with(
         if node_cls is None:
             node_cls = type(node)
         if node.op == old_op and node.target == old_target:
-            args = _swap_nodes(node.args, copies, node_cls)
-            kwargs = _swap_nodes(node.kwargs, copies, node_cls)
+            args = _map_nodes_of_class(node.args, copies.__getitem__, node_cls)
+            kwargs = _map_nodes_of_class(node.kwargs, copies.__getitem__, node_cls)
             copies[node] = new_graph.create_node(new_op, new_target, args, kwargs, node.name)
         else:
             copies[node] = new_graph.node_copy(node, copies.__getitem__)

@@ -16,36 +16,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple
 
 import torch
 
-try:  # The shared pass infrastructure; a local stand-in keeps this pass usable without it.
-    from fxkit.passes.infra.pass_base import PassBase, PassResult
-except ImportError:  # pragma: no cover - depends on which helper's files are present
-    import abc
-    from collections import namedtuple
-
-    class PassResult(namedtuple("PassResult", ["graph_module", "modified"])):  # type: ignore[no-redef]
-        """What a pass returns: the (possibly new) module and whether anything changed."""
-
-        __slots__ = ()
-
-    class PassBase(abc.ABC):  # type: ignore[no-redef]
-        """A callable pass: ``requires``, then ``call``, then ``ensures``."""
-
-        def __call__(self, graph_module: Any) -> Optional[PassResult]:
-            self.requires(graph_module)
-            result = self.call(graph_module)
-            self.ensures(graph_module)
-            return result
-
-        @abc.abstractmethod
-        def call(self, graph_module: Any) -> Optional[PassResult]:
-            """Run the pass on ``graph_module``."""
-
-        def requires(self, graph_module: Any) -> None:  # noqa: B027 - optional hook
-            """Check preconditions (none by default)."""
-
-        def ensures(self, graph_module: Any) -> None:  # noqa: B027 - optional hook
-            """Check postconditions (none by default)."""
-
+from fxkit.passes.infra.pass_base import PassBase, PassResult
 
 __all__ = ["CSEPass", "get_CSE_banned_ops"]
 
