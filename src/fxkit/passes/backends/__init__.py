@@ -1,0 +1,1 @@
+"""Backend-specific partitioning helpers (``cudagraphs``)."""
