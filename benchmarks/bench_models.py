@@ -228,6 +228,31 @@ def _shape_prop_rows(cases: list, reps: int) -> List[Row]:
     return rows
 
 
+def _shape_prop_vs_eager_rows(reps: int) -> List[Row]:
+    """ShapeProp against an eager forward of the same model at working input sizes, where
+    the kernels do real work: the torch.fx column of these rows holds the eager time."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (4, 64))
+    cases = [
+        ("ResNet-50-like, 1x3x128x128", ResNet50Like().eval(), (torch.randn(1, 3, 128, 128),)),
+        ("12-layer encoder, 4x64 tokens", Encoder().eval(), (ids, torch.ones_like(ids))),
+    ]
+    rows = []
+    for name, m, args in cases:
+        ours = fxkit.symbolic_trace(m)
+        with torch.no_grad():
+            rows.append(
+                compare(
+                    f"ShapeProp / eager forward: {name} (torch.fx column: eager)",
+                    lambda ours=ours, args=args: ShapeProp(ours).propagate(*args),
+                    lambda m=m, args=args: m(*args),
+                    reps=reps,
+                    target=1.15,
+                )
+            )
+    return rows
+
+
 def run(quick: bool) -> List[Row]:
     cases = _models()
     reps = 5 if quick else 15
@@ -240,6 +265,7 @@ def run(quick: bool) -> List[Row]:
             _trace_rows(cases, reps)
             + _forward_rows(cases, reps=11 if quick else 21, calls=20 if quick else 50)
             + _shape_prop_rows(cases, reps)
+            + _shape_prop_vs_eager_rows(reps)
         )
     finally:
         torch.set_num_threads(threads)

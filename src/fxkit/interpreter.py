@@ -11,7 +11,7 @@ interpreter, and the node-meta machinery is only entered while meta preservation
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -76,9 +76,15 @@ def _load(a: Any, env: Dict[Node, Any]) -> Any:
         return a
     if t is tuple:
         return tuple([_load(x, env) for x in a])
-    if t is immutable_list or t is list:
+    # Handlers see the argument's own container kind, as on the general (map_arg) path and
+    # in torch.fx: immutable lists and dicts stay immutable.
+    if t is immutable_list:
+        return immutable_list([_load(x, env) for x in a])
+    if t is immutable_dict:
+        return immutable_dict({k: _load(v, env) for k, v in a.items()})
+    if t is list:
         return [_load(x, env) for x in a]
-    if t is immutable_dict or t is dict:
+    if t is dict:
         return {k: _load(v, env) for k, v in a.items()}
     if t is slice:
         return slice(_load(a.start, env), _load(a.stop, env), _load(a.step, env))
@@ -232,8 +238,9 @@ class Interpreter:
             args = self.graph.process_inputs(*args)
         self.args_iter = iter(args)
         cls = type(self)
+        hooks = self._inline_hooks()
         inline = (
-            cls.run_node is Interpreter.run_node
+            (cls.run_node is Interpreter.run_node or hooks is not None)
             and cls.fetch_args_kwargs_from_env is Interpreter.fetch_args_kwargs_from_env
             and cls.map_nodes_to_values is Interpreter.map_nodes_to_values
             and not fx_traceback.has_preserved_node_meta()
@@ -247,12 +254,20 @@ class Interpreter:
             try:
                 if handlers is not None:
                     try:
-                        args_v = _load_args(node._args, env)
-                        kw = node._kwargs
-                        kwargs_v = {k: _load(v, env) for k, v in kw.items()} if kw else {}
-                    except _MissingValue as missing:
-                        raise _missing_value_error(node, missing.node) from None
-                    env[node] = handlers[node.op](node._target, args_v, kwargs_v)
+                        try:
+                            args_v = _load_args(node._args, env)
+                            kw = node._kwargs
+                            kwargs_v = {k: _load(v, env) for k, v in kw.items()} if kw else {}
+                        except _MissingValue as missing:
+                            raise _missing_value_error(node, missing.node) from None
+                        value = handlers[node.op](node._target, args_v, kwargs_v)
+                    except Exception as failure:
+                        if hooks is None:
+                            raise
+                        raise hooks[1](node, failure) from failure
+                    if hooks is not None:
+                        hooks[0](node, value)
+                    env[node] = value
                 else:
                     env[node] = self.run_node(node)
             except Exception as e:
@@ -271,6 +286,16 @@ class Interpreter:
             if node.op == "output":
                 out = env[node]
                 return self.graph.process_outputs(out) if enable_io_processing else out
+        return None
+
+    def _inline_hooks(
+        self,
+    ) -> Optional[Tuple[Callable[[Node, Any], None], Callable[[Node, Exception], Exception]]]:
+        """For subclasses whose ``run_node`` only observes results: ``(after, on_error)`` lets
+        :meth:`run` keep its inline loop, calling ``after(node, value)`` once a node has run and
+        raising ``on_error(node, exc)`` when it fails. None (the default) means ``run_node``
+        must be called for each node. A subclass returns hooks only while its own ``run_node``
+        is the one in effect, so a further override is still honoured."""
         return None
 
     def _annotate(self, e: BaseException, node: Node) -> None:

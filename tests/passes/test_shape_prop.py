@@ -289,6 +289,21 @@ def test_subclass_hooks_still_run():
     assert isinstance(Counting(gm), Interpreter)
 
 
+def test_a_subclass_run_node_override_is_called_for_every_node():
+    # ShapeProp takes the interpreter's inline loop only while its own run_node is in effect.
+    seen = []
+
+    class Watching(ShapeProp):
+        def run_node(self, n):
+            seen.append(n.name)
+            return super().run_node(n)
+
+    gm = fxkit.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU()))
+    Watching(gm).propagate(torch.randn(2, 3))
+    assert seen == [n.name for n in gm.graph.nodes]
+    assert all(n.meta["tensor_meta"].shape == (2, 3) for n in gm.graph.nodes)
+
+
 def test_propagate_keeps_non_tensor_inputs():
     def fn(x, k: int):
         return x * k + operator.neg(k)

@@ -31,6 +31,7 @@ TensorMetadata.__doc__ = """What a pass needs to know about a tensor without hol
 dtype, requires_grad, stride, the memory format it is contiguous in (None if none), and its
 quantization scheme and parameters (``qparams``: qscheme, scale, zero_point, axis)."""
 
+_new_tuple = tuple.__new__
 _SPARSE_LAYOUTS = frozenset(
     (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
 )
@@ -88,14 +89,18 @@ def _extract_tensor_metadata(
     memory format; ``include_contiguity=False`` skips the memory-format probe."""
     dense = result.layout not in _SPARSE_LAYOUTS
     quantized = result.is_quantized
-    return TensorMetadata(
-        result.shape,
-        result.dtype,
-        result.requires_grad,
-        result.stride() if dense else (),
-        _memory_format(result) if include_contiguity and dense else None,
-        quantized,
-        _qparams(result) if quantized else {},
+    # tuple.__new__ skips the named tuple's Python-level __new__: this runs once per node.
+    return _new_tuple(
+        TensorMetadata,
+        (
+            result.shape,
+            result.dtype,
+            result.requires_grad,
+            result.stride() if dense else (),
+            _memory_format(result) if include_contiguity and dense else None,
+            quantized,
+            _qparams(result) if quantized else {},
+        ),
     )
 
 
@@ -171,15 +176,32 @@ class ShapeProp(Interpreter):
             else:
                 result = self._run_fake(n)
         except Exception as e:
-            traceback.print_exc()  # torch.fx prints the failure to stderr too; scripts see it
-            raise RuntimeError(
-                f"ShapeProp error for: node={n.format_node()} with meta={n.meta}"
-            ) from e
-        meta, has_tensor = _describe(result)
-        if has_tensor:
-            n.meta["tensor_meta"] = meta
-        n.meta["type"] = type(result)
+            raise self._node_failed(n, e) from e
+        self._record(n, result)
         return result
+
+    def _inline_hooks(self) -> Any:
+        # Real tensors and ShapeProp's own run_node: the interpreter's inline loop runs each
+        # node and reports back here, which spares a method call and an arguments check per
+        # node. A fake mode needs its context around every node, so it takes run_node.
+        if self.fake_module is not None or type(self).run_node is not ShapeProp.run_node:
+            return None
+        return self._record, self._node_failed
+
+    @staticmethod
+    def _record(n: Node, result: Any) -> None:
+        if isinstance(result, torch.Tensor):
+            n.meta["tensor_meta"] = _extract_tensor_metadata(result)
+        else:
+            meta, has_tensor = _describe(result)
+            if has_tensor:
+                n.meta["tensor_meta"] = meta
+        n.meta["type"] = type(result)
+
+    @staticmethod
+    def _node_failed(n: Node, e: Exception) -> Exception:
+        traceback.print_exc()  # torch.fx prints the failure to stderr too; scripts see it
+        return RuntimeError(f"ShapeProp error for: node={n.format_node()} with meta={n.meta}")
 
     def _run_fake(self, n: Node) -> Any:
         from torch._dispatch.python import enable_python_dispatcher
