@@ -15,6 +15,7 @@ from fxkit.graph_module import GraphModule
 from fxkit.interpreter import Interpreter, Transformer
 from fxkit.node import Node, has_side_effect, map_arg
 from fxkit.proxy import Proxy
+from fxkit.serialize import load, save
 from fxkit.subgraph_rewriter import replace_pattern
 
 __version__ = "0.1.0"
@@ -34,8 +35,10 @@ __all__ = [
     "explain",
     "has_side_effect",
     "immutable_collections",
+    "load",
     "map_arg",
     "replace_pattern",
+    "save",
     "subgraph_rewriter",
     "symbolic_trace",
     "traceback",
