@@ -168,7 +168,11 @@ class _Writer:
             if name in skip:
                 continue
             try:
-                out[name] = self.values.encode(value)
+                if isinstance(value, Graph):
+                    # a second graph a GraphModule subclass keeps (train/eval variants)
+                    out[name] = {"$graph": self.graph(value)}
+                else:
+                    out[name] = self.values.encode(value)
             except TypeError as e:
                 raise TypeError(f"fxkit.save: attribute {name!r} of module {where}: {e}") from None
         self.values.own = {}
@@ -479,14 +483,20 @@ class _Reader:
         attrs = {}
         for name, value in self._dict(record, "attrs", where).items():
             check_attribute_name(name, where)
-            attrs[name] = decoder.decode(value)
+            if isinstance(value, dict) and "$graph" in value:
+                attrs[name] = self.graph(value["$graph"], f"{where}.{name}")
+            else:
+                attrs[name] = decoder.decode(value)
         for name, value in attrs.items():
-            setattr(holder, name, value)
+            if not isinstance(value, Graph):
+                setattr(holder, name, value)
         graph = self.graph(record.get("graph"), where)
         class_name = record.get("class_name", "GraphModule")
         if not isinstance(class_name, str) or not class_name.isidentifier():
             raise FormatError(f"{where}: bad class_name {class_name!r:.40}")
-        gm = cls(holder, graph, class_name)
+        # GraphModule's own constructor: a subclass's __init__ may take other arguments.
+        gm = cls.__new__(cls)
+        GraphModule.__init__(gm, holder, graph, class_name)
         # Keep what the module owned even where the graph does not reference it.
         for name, child in holder._modules.items():
             if name not in gm._modules:
