@@ -194,9 +194,10 @@ class DualGraphModule(GraphModule):
         self.graph = train_graph if self.training else eval_graph
 
     def train(self, mode: bool = True) -> "DualGraphModule":
-        graphs = self.__dict__.get("train_graph"), self.__dict__.get("eval_graph")
-        if graphs[0] is not None and mode is not self.training:
-            self.graph = graphs[0] if mode else graphs[1]
+        train_graph = self.__dict__.get("train_graph")
+        eval_graph = self.__dict__.get("eval_graph")
+        if train_graph is not None and eval_graph is not None and mode is not self.training:
+            self.graph = train_graph if mode else eval_graph
         return super().train(mode)  # type: ignore[return-value]
 
 

@@ -495,7 +495,7 @@ class _Reader:
         if not isinstance(class_name, str) or not class_name.isidentifier():
             raise FormatError(f"{where}: bad class_name {class_name!r:.40}")
         # GraphModule's own constructor: a subclass's __init__ may take other arguments.
-        gm = cls.__new__(cls)
+        gm: GraphModule = cls.__new__(cls)  # type: ignore[call-overload]
         GraphModule.__init__(gm, holder, graph, class_name)
         # Keep what the module owned even where the graph does not reference it.
         for name, child in holder._modules.items():
