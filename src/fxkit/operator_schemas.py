@@ -62,6 +62,7 @@ def _schema_type(ts_type: Any) -> Any:
 
 
 def _schema_to_signature(schema: Any) -> inspect.Signature:
+    """The :class:`inspect.Signature` of a TorchScript ``FunctionSchema`` (cached)."""
     key = (schema.name, schema.overload_name)
     sig = _SIGNATURES.get(key)
     if sig is None:
@@ -120,10 +121,10 @@ def get_signature_for_torch_op(op: Callable, return_schemas: bool = False) -> An
     ``return_schemas`` a ``(signatures, schemas)`` pair is returned; ``schemas`` is None for
     ops whose signatures are written by hand (``torch.nonzero``).
     """
-    if isinstance(op, torch._ops.OpOverload):
-        schemas: Any = [op._schema]
-    elif isinstance(op, torch._ops.OpOverloadPacket):
-        schemas = [o._schema for o in op.op_overloads()]
+    if isinstance(op, torch._ops.OpOverloadPacket):
+        schemas: Any = [overload._schema for overload in op.op_overloads()]
+    elif isinstance(op, torch._ops.OpOverload):
+        schemas = [op._schema]
     else:
         manual = _OVERRIDES.get(op)
         if manual:
@@ -339,13 +340,11 @@ def _types_fit(sig: inspect.Signature, arg_types: Tuple, kwarg_types: Dict) -> b
     return all(type_matches(params[n].annotation, t) for n, t in bound.arguments.items())
 
 
-def normalize_module(
-    root: torch.nn.Module,
-    target: str,
-    args: Tuple[Any, ...],
-    kwargs: Optional[Dict[str, Any]] = None,
-    normalize_to_only_use_kwargs: bool = False,
-) -> Optional[ArgsKwargsPair]:
+# fmt: off
+def normalize_module(root: torch.nn.Module, target: str, args: Tuple[Any, ...],
+                     kwargs: Optional[Dict[str, Any]] = None,
+                     normalize_to_only_use_kwargs: bool = False) -> Optional[ArgsKwargsPair]:
+    # fmt: on
     """The arguments of a call to the ``torch.nn`` submodule at ``target`` matched to its
     ``forward`` signature; None for modules whose class is not a ``torch.nn`` one."""
     try:
@@ -357,6 +356,26 @@ def normalize_module(
     cls = type(submod)
     if getattr(torch.nn, cls.__name__, None) != cls:
         return None
-    sig = inspect.signature(inspect.unwrap(submod.forward))
     kwargs = {} if kwargs is None else kwargs
-    return _normalize(sig, args, kwargs, normalize_to_only_use_kwargs)
+    return _normalize(_forward_signature(submod), args, kwargs, normalize_to_only_use_kwargs)
+
+
+# ``forward`` function of a torch.nn class -> the signature of that method, bound.
+_FORWARD_SIGNATURES: Dict[Any, inspect.Signature] = {}
+
+
+def _forward_signature(submod: torch.nn.Module) -> inspect.Signature:
+    forward = submod.forward
+    function = getattr(forward, "__func__", None)
+    sig = _FORWARD_SIGNATURES.get(function) if function is not None else None
+    if sig is None:
+        sig = inspect.signature(inspect.unwrap(forward))
+        if function is not None:  # only torch.nn's own classes get here: a bounded set
+            _FORWARD_SIGNATURES[function] = sig
+    return sig
+
+
+# torch.fx's private names for the helpers above, which other modules import.
+_torchscript_type_to_python_type = _schema_type
+_torchscript_schema_to_signature = _schema_to_signature
+_args_kwargs_to_normalized_args_kwargs = _normalize

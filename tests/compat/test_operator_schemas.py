@@ -270,3 +270,64 @@ def test_type_matches_over_schema_annotations():
 
 def test_public_names_match():
     assert set(K.__all__) == set(T.__all__)
+
+
+# --- normalize_function over many ops and argument patterns -----------------------------------
+
+
+_PATTERNS = [
+    ((A,), {}),
+    ((A, B), {}),
+    ((A, 1), {}),
+    ((A, 1.5), {}),
+    ((A, [0]), {}),
+    ((A,), {"dim": 0}),
+    ((A, B), {"alpha": 2}),
+    ((A, B, B), {}),
+]
+_TYPED = [
+    ((torch.Tensor,), {}),
+    ((torch.Tensor, torch.Tensor), {}),
+    ((torch.Tensor, int), {}),
+    ((torch.Tensor, float), {}),
+    ((torch.Tensor, typing.List[int]), {}),
+    ((torch.Tensor,), {"dim": int}),
+    ((torch.Tensor, torch.Tensor), {"alpha": int}),
+    ((torch.Tensor, torch.Tensor, torch.Tensor), {}),
+]
+
+
+def _sampled_ops():
+    torch_ns = sorted(get_overridable_functions()[torch], key=lambda f: f.__name__)
+    functional = sorted(get_overridable_functions()[F], key=lambda f: f.__name__)
+    aten = [torch.ops.aten.add, torch.ops.aten.sum, torch.ops.aten.mean.dim, torch.ops.aten.div]
+    return torch_ns[::4] + functional[::6] + aten
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("only_kwargs", [False, True], ids=["positional", "kwargs"])
+def test_normalize_function_over_many_ops(only_kwargs):
+    for op in _sampled_ops():
+        for (args, kwargs), (arg_types, kwarg_types) in zip(_PATTERNS, _TYPED):
+            _assert_same("normalize_function", op, args, kwargs, None, None, only_kwargs)
+            _assert_same(
+                "normalize_function", op, args, kwargs, arg_types, kwarg_types, only_kwargs
+            )
+
+
+def test_aliases_torch_fx_privates_used_by_other_modules():
+    # Private helpers of torch.fx's module that its experimental passes (and user code)
+    # import by name.
+    for ts_type in (torch._C.TensorType.get(), torch._C.ListType(torch._C.IntType.get())):
+        assert K._torchscript_type_to_python_type(ts_type) == T._torchscript_type_to_python_type(
+            ts_type
+        )
+    schema = torch.ops.aten.add.Tensor._schema
+    assert _comparable(K._torchscript_schema_to_signature(schema)) == _comparable(
+        T._torchscript_schema_to_signature(schema)
+    )
+    sig = K._torchscript_schema_to_signature(schema)
+    for only_kwargs in (False, True):
+        got = K._args_kwargs_to_normalized_args_kwargs(sig, (A, B), {}, only_kwargs)
+        want = T._args_kwargs_to_normalized_args_kwargs(sig, (A, B), {}, only_kwargs)
+        assert _comparable(got) == _comparable(want)
