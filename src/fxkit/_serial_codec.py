@@ -2,15 +2,17 @@
 
 Every value that is not a JSON primitive is written as a one-key object whose key starts with
 ``$`` (``{"$t": [...]}`` for a tuple, ``{"$fn": "torch.relu"}`` for a callable, ...), so a
-reader can tell encodings apart without guessing. Decoding never imports a module and never
-calls anything but torch's tensor constructors: names are looked up in modules that are
-already loaded, and only when the :class:`Allowlist` admits them.
+reader can tell encodings apart without guessing. Decoding calls nothing but torch's tensor
+constructors and imports nothing but torch's and fxkit's own submodules: other names are
+looked up in modules that are already loaded, and only when the :class:`Allowlist` admits
+them.
 """
 
 from __future__ import annotations
 
 import builtins
 import enum
+import importlib
 import math
 import operator
 import sys
@@ -96,7 +98,10 @@ class Allowlist:
     everything under it.
     """
 
-    def __init__(self, extra: Iterable[Any] = ()) -> None:
+    def __init__(self, extra: Iterable[Any] = (), *, stand_ins: bool = False) -> None:
+        # stand_ins: for viewing only (``fxkit show``); a refused name becomes a function of
+        # that name that raises when called, so the graph prints as saved and runs nothing.
+        self.stand_ins = stand_ins
         self.objects: Dict[int, Any] = {}
         self.names: set = set()
         self.prefixes: List[str] = []
@@ -132,7 +137,12 @@ class Allowlist:
         found = self._resolved.get(name)
         if found is not None:
             return found
-        obj = self._resolve(name, where)
+        try:
+            obj = self._resolve(name, where)
+        except DisallowedNameError:
+            if not self.stand_ins:
+                raise
+            obj = stand_in(name)
         self._resolved[name] = obj
         return obj
 
@@ -146,10 +156,13 @@ class Allowlist:
                 f"{where}: {name!r} is not in the allowlist; pass it in load(..., "
                 f"allowed=[...]) if you trust this file"
             )
+        if obj is _MISSING and not allowed_by_object and name.startswith(("torch.", "fxkit.")):
+            # torch's and fxkit's own submodules are trusted code: import them if needed
+            obj = _import_and_lookup(name)
         if obj is _MISSING:
             raise DisallowedNameError(
-                f"{where}: {name!r} does not name a loaded object (fxkit never imports a "
-                "module while loading: import it first)"
+                f"{where}: {name!r} does not name a loaded object (fxkit imports no module "
+                "but torch's and its own while loading: import it first)"
             )
         return obj
 
@@ -157,8 +170,32 @@ class Allowlist:
 _MISSING = object()
 
 
+def _import_and_lookup(name: str) -> Any:
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        return _lookup(name)
+    return _MISSING
+
+
+def stand_in(name: str) -> Callable[..., Any]:
+    """A function that prints as ``name`` in generated code and refuses to run."""
+    module, _, short = name.rpartition(".")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{name} was not resolved: this graph was loaded for viewing only")
+
+    refuse.__name__ = refuse.__qualname__ = short
+    refuse.__module__ = module
+    refuse.fxkit_stand_in = True  # type: ignore[attr-defined]
+    return refuse
+
+
 def _lookup(name: str) -> Any:
-    """Resolve ``a.b.c`` against modules already in ``sys.modules``; no imports."""
+    """Resolve ``a.b.c`` against modules already in ``sys.modules``; imports nothing."""
     if name.startswith("torch.ops."):
         parts = name.split(".")[2:]
         obj: Any = torch.ops
@@ -428,7 +465,7 @@ def _decode_named_tuple(d: Decoder, body: Any) -> Any:
     name, fields = body
     cls = d.name(name)
     values = [d.decode(x) for x in fields]
-    if isinstance(cls, str):
+    if isinstance(cls, str) or getattr(cls, "fxkit_stand_in", False):
         return tuple(values)
     if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
         raise DisallowedNameError(f"{d.where}: {name!r} is not a named tuple type")

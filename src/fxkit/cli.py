@@ -1,4 +1,6 @@
-"""The ``fxkit`` command line. ``fxkit demo`` walks through tracing, codegen and a rewrite."""
+"""The ``fxkit`` command line: ``demo`` (tracing, codegen and a rewrite in one go),
+``explain`` (why tracing fails), ``trace`` (a model to a table, code, DOT, Mermaid, HTML,
+JSON or a saved file), ``show`` (a saved graph) and ``diff`` (two saved graphs)."""
 
 from __future__ import annotations
 
@@ -65,7 +67,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("demo", help=demo_help, description=demo.__doc__)
     explain_parser = sub.add_parser("explain", help=EXPLAIN_HELP, description=explain_main.__doc__)
     add_explain_arguments(explain_parser)
+    from fxkit._cli_views import add_view_commands
+
+    commands = add_view_commands(sub)
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.command == "explain":
         return run_explain(args)
+    if args.command in commands:
+        return commands[args.command](args)
     return demo()

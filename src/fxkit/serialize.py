@@ -328,11 +328,21 @@ def load(path: Union[str, os.PathLike, io.IOBase], allowed: Iterable[Any] = ()) 
 
     ``allowed`` admits more functions and module classes than the default allowlist: the
     objects themselves, or their qualified names (a module's name admits everything under
-    it). Nothing from the file is executed and no module is imported; a name the allowlist
+    it). Nothing from the file is executed and no module but torch's and fxkit's own is
+    imported; a name the allowlist
     refuses raises :class:`DisallowedNameError`, a damaged, edited or foreign file
     :class:`FormatError` (both ``ValueError``).
     """
-    allow = Allowlist(allowed)
+    return _read_root(path, Allowlist(allowed))
+
+
+def _load_for_display(path: Union[str, os.PathLike, io.IOBase]) -> GraphModule:
+    """Load for looking at only (``fxkit show`` / ``fxkit diff``): names outside the
+    allowlist become stand-ins that print like the originals and raise when called."""
+    return _read_root(path, Allowlist(stand_ins=True))
+
+
+def _read_root(path: Any, allow: Allowlist) -> GraphModule:
     document, tensors = _read_archive(path)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise FormatError("not an fxkit graph file (missing or wrong 'format')")
@@ -346,6 +356,15 @@ def load(path: Union[str, os.PathLike, io.IOBase], allowed: Iterable[Any] = ()) 
     if not isinstance(root, GraphModule):
         raise FormatError("the file's root module is not a GraphModule")
     return root
+
+
+def _stand_in_module_class(name: str) -> type:
+    module, _, short = name.rpartition(".")
+
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{name} was not resolved: this module was loaded for viewing only")
+
+    return type(short, (torch.nn.Module,), {"__module__": module, "forward": forward})
 
 
 def _read_archive(path: Any) -> Tuple[Any, Dict[str, torch.Tensor]]:
@@ -421,6 +440,8 @@ class _Reader:
         if not isinstance(record, dict) or not isinstance(record.get("class"), str):
             raise FormatError(f"{where}: malformed module record")
         cls = self.allow.resolve(record["class"], f"{where} class")
+        if getattr(cls, "fxkit_stand_in", False):
+            cls = _stand_in_module_class(record["class"])
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
             raise DisallowedNameError(f"{where}: {record['class']!r} is not an nn.Module class")
         if issubclass(cls, GraphModule):
