@@ -98,14 +98,11 @@ def _copy_attrs(from_module: torch.nn.Module, to_module: torch.nn.Module, target
         if dst is None:
             continue
         value = getattr(src, leaf)
-        buffers = getattr(src, "_buffers", {})
-        if (
-            isinstance(value, torch.Tensor)
-            and not isinstance(value, torch.nn.Parameter)
-            and (leaf in buffers)
-        ):
-            persistent = leaf not in src._non_persistent_buffers_set
-            dst.register_buffer(leaf, value, persistent=persistent)
+        if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+            # As in torch.fx, any tensor that is not a parameter becomes a buffer (a plain
+            # tensor attribute too); a non-persistent buffer stays non-persistent.
+            hidden = getattr(src, "_non_persistent_buffers_set", ())
+            dst.register_buffer(leaf, value, persistent=leaf not in hidden)
         else:
             setattr(dst, leaf, value)
 
@@ -235,7 +232,8 @@ class GraphModule(torch.nn.Module):
                     f"(it has {sorted(root)[:8]})"
                 )
             # Shallow paths first so "a" exists before "a.b" is assigned into it.
-            for target in sorted(set(referenced), key=lambda t: t.count(".")):
+            # dict.fromkeys keeps first-use order (a set would reorder children run to run)
+            for target in sorted(dict.fromkeys(referenced), key=lambda t: t.count(".")):
                 _assign_attr(root[target], self, target)
         else:
             raise TypeError(
