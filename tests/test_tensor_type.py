@@ -102,9 +102,8 @@ def test_tensor_type_annotation_in_traced_code():
 
     theirs = tfx.symbolic_trace(make(T))
     ours = fxkit.symbolic_trace(make(K))
-    # Module paths differ by library; fxkit's codegen also spells the Dyn instance ``Dyn``
-    # where torch.fx writes its class path (``torch.fx.tensor_type._DynType``).
-    want = theirs.code.replace("torch.fx.tensor_type._DynType", "Dyn")
+    # only the package name differs
+    want = theirs.code
     assert ours.code == want.replace("torch.fx.tensor_type.", "fxkit.tensor_type.")
     types = [n.type for n in ours.graph.nodes if n.op == "placeholder"]
     assert types == [K.TensorType((2, K.Dyn)), K.TensorType((2, 3))]

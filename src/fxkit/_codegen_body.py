@@ -130,6 +130,14 @@ def _reachable(obj: Any) -> bool:
     return found is not None and getattr(found, name, None) is obj
 
 
+def _named_in_module(obj: Any) -> bool:
+    """Whether ``obj.__name__`` is an attribute of its module (tensor_type's ``Dyn`` names
+    its class ``_DynType``): torch.fx spells such objects by that path."""
+    name = getattr(obj, "__name__", None)
+    module = sys.modules.get(_module_of(obj) or "")
+    return isinstance(name, str) and module is not None and hasattr(module, name)
+
+
 def qualified_name(fn: Any) -> str:
     """The dotted name torch.fx gives a callable (``torch.relu``, ``__main__.helper``)."""
     name = fn.__name__
@@ -264,7 +272,7 @@ class Writer:
     def add_global(self, hint: str, obj: Any) -> str:
         if obj is not torch.device and _is_torch_object(obj):
             return qualified_name(obj)
-        if _FXKIT_MODULE(_module_of(obj) or "") and _reachable(obj):
+        if _FXKIT_MODULE(_module_of(obj) or "") and (_reachable(obj) or _named_in_module(obj)):
             import fxkit
 
             return f"{self.add_global('fxkit', fxkit)}.{qualified_name(obj).partition('.')[2]}"
