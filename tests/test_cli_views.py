@@ -29,6 +29,28 @@ def test_trace_table_code_and_json(capsys):
     assert clamp[6]["tensor_meta"]["$nt"][1][0] == {"$size": [3, 5]}  # shapes propagated
 
 
+@pytest.mark.parametrize(
+    "fmt, marker", [("dot", "digraph"), ("mermaid", "flowchart"), ("html", "<html")]
+)
+def test_drawing_views(fmt, marker, tmp_path, capsys):
+    out = tmp_path / f"g.{fmt}"
+    assert main(["trace", MODEL, "--input", "3,4", "--format", fmt, "-o", str(out)]) == 0
+    text = out.read_text()
+    assert marker in text and "linear" in text
+    saved = tmp_path / "g.fxkit"
+    assert main(["trace", MODEL, "--format", "save", "-o", str(saved)]) == 0
+    assert main(["show", str(saved), "--format", fmt]) == 0
+    assert marker in capsys.readouterr().out
+
+
+def test_diff_html(tmp_path):
+    a = tmp_path / "a.fxkit"
+    assert main(["trace", MODEL, "--format", "save", "-o", str(a)]) == 0
+    page = tmp_path / "d.html"
+    assert main(["diff", str(a), str(a), "--format", "html", "-o", str(page)]) == 0
+    assert "<html" in page.read_text().lower()
+
+
 def test_trace_save_show_and_diff(tmp_path, capsys):
     a, b = tmp_path / "a.fxkit", tmp_path / "b.fxkit"
     assert main(["trace", MODEL, "--format", "save", "-o", str(a)]) == 0

@@ -121,7 +121,7 @@ def _view(gm: Any, fmt: str) -> str:
     from fxkit import drawing
 
     render: Dict[str, Callable[[Any], str]] = {
-        "dot": drawing.to_dot,
+        "dot": lambda g: drawing.to_dot(g).to_string(),
         "mermaid": drawing.to_mermaid,
         "html": drawing.to_html,
     }
