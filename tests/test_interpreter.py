@@ -569,8 +569,8 @@ def test_transformer_keeps_node_meta():
     by_name = {n.name: n for n in new.graph.nodes}
     old = {n.name: n for n in gm.graph.nodes}
     gelu = by_name["gelu"]
-    assert gelu.meta.get("stack_trace") == old["relu"].meta.get("stack_trace")
-    assert gelu.meta["stack_trace"] and "relu" in gelu.meta["stack_trace"]
+    assert gelu.meta.get("fxkit_source") == old["relu"].meta.get("fxkit_source")
+    assert gelu.meta["fxkit_source"] and "relu" in gelu.meta["fxkit_source"]
     assert by_name["lin"].meta["nn_module_stack"]["lin"][1] is torch.nn.Linear
     [source] = gelu.meta["from_node"]
     assert source.name == "relu"

@@ -68,9 +68,9 @@ def test_zoo_stack_traces_point_at_user_code(case: zoo.Case) -> None:
             continue
         if node.target in guards or (node.users and all(u.target in guards for u in node.users)):
             # concrete_args input checks are made by the tracer, not by user code
-            assert "stack_trace" not in node.meta
+            assert "fxkit_source" not in node.meta
             continue
-        trace = node.meta.get("stack_trace")
+        trace = node.meta.get("fxkit_source")
         assert trace, f"{node.name} has no stack trace"
         assert trace.startswith("File ")
         assert ZOO_FILE in trace, trace
@@ -80,7 +80,7 @@ def test_zoo_stack_traces_point_at_user_code(case: zoo.Case) -> None:
 def test_stack_trace_names_innermost_line() -> None:
     gm = symbolic_trace(zoo.make_root(zoo.BY_NAME["encoder"]))
     softmax = next(n for n in gm.graph.nodes if n.target is torch.nn.functional.softmax)
-    lines = softmax.meta["stack_trace"].splitlines()
+    lines = softmax.meta["fxkit_source"].splitlines()
     assert lines[-1].strip() == "attn = F.softmax(scores, dim=-1)"
     assert any("x = layer(x, mask)" in ln for ln in lines)  # the outer frames come first
 

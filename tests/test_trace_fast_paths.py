@@ -191,12 +191,12 @@ def test_stack_traces_same_with_and_without_cache(case: Any) -> None:
                 tracer.__class__ = type("T", (NoStackCache, type(tracer)), {})
             concrete = case.concrete_args(st.PH) if case.concrete_args else None
             graphs.append(tracer.trace(root, concrete))
-    cached, uncached = ([n.meta.get("stack_trace") for n in g.nodes] for g in graphs)
+    cached, uncached = ([n.meta.get("fxkit_source") for n in g.nodes] for g in graphs)
     assert cached == uncached
     assert any(cached)
     if case is None:
         # nodes made inside the generator name its lines and the line that resumed it
-        text = {n.name: n.meta.get("stack_trace", "") for n in graphs[0].nodes}
+        text = {n.name: n.meta.get("fxkit_source", "") for n in graphs[0].nodes}
         assert "yield y * 2" in text["mul"] and "return next(gen).relu()" in text["mul"]
         assert "y = x + 1" in text["add"] and "a = next(gen)" in text["add"]
 

@@ -166,12 +166,14 @@ class Tracer(TracerBase):
         param_shapes_constant: answer ``shape``/``size()``/... of parameters with real
             values instead of recording nodes.
 
-    Unlike torch.fx, ``record_stack_traces`` defaults to True: every node's
-    ``meta["stack_trace"]`` holds the user frames that created it (cheaply, no
-    ``inspect.stack()``).
+    As in torch.fx, ``record_stack_traces`` defaults to False (set it to fill
+    ``meta["stack_trace"]``). fxkit records the user frames that created each node anyway,
+    cheaply (no ``inspect.stack()``), in ``meta["fxkit_source"]``, which error notes and the
+    graph viewer read; ``record_source = False`` turns that off.
     """
 
-    record_stack_traces: bool = True
+    record_stack_traces: bool = False
+    record_source: bool = True
     # Whether create_arg may hand plain values straight to TracerBase's handlers: true unless
     # a class between Tracer and TracerBase in a subclass's MRO overrides create_arg.
     _direct_args: bool = True

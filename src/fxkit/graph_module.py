@@ -504,11 +504,25 @@ class GraphModule(torch.nn.Module):
     def __str__(self) -> str:
         return f"{super().__str__()}\n\n{self.code}"
 
-    def print_readable(self, print_output: bool = True, **_display_options: Any) -> str:
-        """The module as a class definition (nested GraphModules included); printed unless
-        ``print_output`` is False. Display options such as ``include_stride``,
-        ``include_device`` and ``colored`` are accepted for compatibility."""
-        text = _readable_class(self, type(self).__name__)
+    def print_readable(
+        self,
+        print_output: bool = True,
+        include_stride: bool = False,
+        include_device: bool = False,
+        colored: bool = False,
+        **display_options: Any,
+    ) -> str:
+        """The module as a class definition, with each value's dtype/shape (from node meta)
+        as an annotation and source lines as comments, nested GraphModules after it; printed
+        unless ``print_output`` is False. ``include_stride``/``include_device`` add strides
+        and devices to the annotations; ``colored`` adds ANSI colours, as torch.fx does."""
+        options = dict(
+            display_options,
+            include_stride=include_stride,
+            include_device=include_device,
+            colored=colored,
+        )
+        text = _readable_class(self, type(self).__name__, options)
         if print_output:
             print(text)
         return text
@@ -634,15 +648,22 @@ def _is_fake(value: Any) -> bool:
     return isinstance(value, FakeTensor)
 
 
-def _readable_class(gm: GraphModule, name: str, indent: str = "") -> str:
-    lines = [f"{indent}class {name}(torch.nn.Module):"]
-    for child_name, child in gm.named_children():
-        if isinstance(child, GraphModule):
-            lines.append(_readable_class(child, child_name, indent + "    "))
-            lines.append("")
-    for line in gm.code.strip("\n").splitlines():
-        lines.append(f"{indent}    {line}" if line else "")
-    return "\n".join(lines)
+def _indented(text: str) -> str:
+    # every line after the first moves right by four spaces and whitespace-only lines become
+    # empty, the way nn.Module's repr nests children: torch.fx's text byte for byte
+    first, *rest = text.split("\n")
+    return "\n".join([first] + [f"    {line}" if line.strip() else "" for line in rest])
+
+
+def _readable_class(gm: Any, name: str, options: Dict[str, Any]) -> str:
+    body = gm.graph.python_code(root_module="self", verbose=True, **options).src.lstrip("\n")
+    text = _indented(f"class {name}(torch.nn.Module):\n{body}")
+    nested = [""] + [
+        _readable_class(child, child_name, options)
+        for child_name, child in gm.named_children()
+        if hasattr(child, "graph")
+    ]
+    return text + _indented("\n".join(nested))
 
 
 def _report_generated_frame(exc: BaseException, gm: GraphModule) -> None:
@@ -690,7 +711,7 @@ def _note_node(exc: BaseException, gm: GraphModule, line: int) -> None:
     from fxkit.codegen import describe_target
 
     text = f"while running node {node.name!r} ({node.op} {describe_target(node.target)})"
-    trace = node.meta.get("stack_trace")
+    trace = node.meta.get("stack_trace") or node.meta.get("fxkit_source")
     if trace:
         text += " created at:\n" + trace.rstrip()
     add_note(text)

@@ -569,6 +569,9 @@ def _make_transformer_tracer(graph: Graph, root: torch.nn.Module) -> Any:
     if cls is None:
 
         class TransformerTracer(Tracer):  # type: ignore[misc, valid-type]
+            # The frames creating nodes here are the transformer's, not the user's model's.
+            record_source = False
+
             def __init__(self, graph: Graph) -> None:
                 super().__init__()
                 self.graph = graph

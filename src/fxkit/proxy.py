@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _COPY_META_FIELDS = (
     "nn_module_stack source_fn_stack torch_fn from_node custom original_aten "
     "recompute ac_graph_id has_backward_hook quantization_tag partitioner_tag "
-    "_numeric_debug_handle"
+    "_numeric_debug_handle fxkit_source"
 ).split()
 
 
@@ -220,7 +220,9 @@ class TracerBase:
                     meta["stack_trace"] = replay.meta["stack_trace"]
         elif self.module_stack:
             meta["nn_module_stack"] = self.module_stack.copy()
-        if self.record_stack_traces and not meta.get("stack_trace"):
+        record = self.record_stack_traces
+        wanted = record or (getattr(self, "record_source", False) and "fxkit_source" not in meta)
+        if wanted and not meta.get("stack_trace"):
             text, outer = _user_stack(self._trace_anchor, sys._getframe(1), self._stack_cache)
             if outer is not None:
                 self._root_frame = outer
@@ -229,7 +231,9 @@ class TracerBase:
                 # attribute values returned as is): the frame now sits on its return line.
                 text = _describe_frame(self._root_frame)
             if text:
-                meta["stack_trace"] = text
+                # torch.fx's key only when asked for (print_readable and export read it);
+                # fxkit's own source record otherwise
+                meta["stack_trace" if record else "fxkit_source"] = text
         return node
 
     def proxy(self, node: Node) -> "Proxy":

@@ -461,3 +461,52 @@ def test_custom_codegen_with_an_older_signature_and_repr():
     assert "# custom" in ours.code and "return ((neg, x),)" in ours.code
     x, y = torch.randn(2), torch.randn(2)
     assert torch.equal(ours(x, y)[0][0], theirs(x, y)[0][0])
+
+
+# --- print_readable ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", __import__("zoo").CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("options", [{}, {"include_stride": True, "include_device": True}])
+def test_print_readable_matches_torch_fx_after_shape_propagation(case, options):
+    from torch.fx.passes.shape_prop import ShapeProp as TorchShapeProp
+
+    from fxkit.passes.shape_prop import ShapeProp
+    from zoo import example, trace
+
+    ours, theirs = trace(case, fx), trace(case, tfx)
+    assert package_swapped(ours.print_readable(False, **options)) == theirs.print_readable(
+        False, **options
+    )
+    args, kwargs = example(case)
+    if kwargs:
+        return  # ShapeProp takes positional inputs only
+    torch.manual_seed(0)
+    ShapeProp(ours).propagate(*args)
+    torch.manual_seed(0)
+    TorchShapeProp(theirs).propagate(*args)
+    text = ours.print_readable(False, **options)
+    assert package_swapped(text) == theirs.print_readable(False, **options)
+
+
+def test_print_readable_of_a_make_fx_graph_and_nested_modules():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from fxkit.interop import from_torch_fx
+    from fxkit.passes.split_module import split_module
+
+    def f(x, w):
+        return torch.relu(x @ w).sum(0)
+
+    theirs = make_fx(f, tracing_mode="fake")(torch.randn(2, 3), torch.randn(3, 4))
+    ours = from_torch_fx(theirs)
+    assert ours.print_readable(False) == theirs.print_readable(False)
+    # nested GraphModules print after the forward, indented
+    from torch.fx.passes.split_module import split_module as torch_split
+
+    def part(n):
+        return 0 if n.name == "mm" else 1
+
+    split_ours = split_module(ours, None, part)
+    split_theirs = torch_split(theirs, None, part)
+    assert split_ours.print_readable(False) == split_theirs.print_readable(False)

@@ -309,7 +309,7 @@ def test_example_inputs_trace_pickles_saves_and_deepcopies():
         copy.deepcopy(gm),
     ):
         assert torch.equal(clone(x), gm(x))
-        kept = [n for n in clone.graph.nodes if "stack_trace" in n.meta]
+        kept = [n for n in clone.graph.nodes if "fxkit_source" in n.meta]
         assert kept  # what pickles is kept
     assert any("val" in n.meta for n in gm.graph.nodes)  # the source module is untouched
 

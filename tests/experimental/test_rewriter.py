@@ -216,8 +216,8 @@ def test_ast_rewriter_rewrite_function_directly():
 def test_rewritten_code_keeps_user_line_numbers():
     gm = _trace(fxkit, PlainAsserts())
     node = next(n for n in gm.graph.nodes if n.name == "_assert_1")
-    assert "batch must be 2" in node.meta["stack_trace"]
-    assert __file__ in node.meta["stack_trace"]
+    assert "batch must be 2" in node.meta["fxkit_source"]
+    assert __file__ in node.meta["fxkit_source"]
 
 
 def test_graph_module_root_same_graph():

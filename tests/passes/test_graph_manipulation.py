@@ -29,7 +29,7 @@ def inputs_of(case):
 
 def shape(gm):
     """What a rewrite can change, comparable across libraries. fxkit's tracer records
-    stack traces by default and names its own module in wrap() lines; those differences come
+    its own source meta (fxkit_source) and names its own module in wrap() lines; those differences come
     from tracing, not from the pass."""
     return (
         gm.code.replace("fxkit._symbolic_trace", "torch.fx._symbolic_trace"),
@@ -37,7 +37,7 @@ def shape(gm):
             (n.name, n.op, named(n.target), repr(n.args), sorted(n.kwargs), n.type)
             for n in gm.graph.nodes
         ],
-        [sorted(k for k in n.meta if k != "stack_trace") for n in gm.graph.nodes],
+        [sorted(k for k in n.meta if k != "fxkit_source") for n in gm.graph.nodes],
     )
 
 

@@ -223,7 +223,7 @@ def graph_view(obj: Any) -> GraphView:
             kwargs=short_value(dict(node.kwargs)),
             shape=", ".join(shapes),
             dtype=", ".join(dict.fromkeys(dtypes)),
-            source=source_line(meta.get("stack_trace")),
+            source=source_line(meta.get("stack_trace") or meta.get("fxkit_source")),
             module_path=paths[-1] if paths else "",
             scopes=tuple(scopes),
             kind=_submodule_kind(owner, node),
