@@ -69,11 +69,17 @@ Dyn = _DynType()
 
 
 def _is_type_variable(t: object) -> bool:
-    """Whether ``t`` is a unification variable (``torch.fx.experimental.unification.Var``),
-    which matches anything. Looked up only if that module is loaded: if it is not, no such
-    variable can exist."""
-    variables = sys.modules.get("torch.fx.experimental.unification.variable")
-    return variables is not None and isinstance(t, variables.Var)
+    """Whether ``t`` is a unification variable (fxkit's or torch.fx's
+    ``experimental.unification.Var``), which matches anything. Looked up only where that
+    module is loaded: if it is not, no such variable can exist."""
+    for home in (
+        "fxkit.experimental.unification.variable",
+        "torch.fx.experimental.unification.variable",
+    ):
+        variables = sys.modules.get(home)
+        if variables is not None and isinstance(t, variables.Var):
+            return True
+    return False
 
 
 def _same_rank_and(relation: Callable[[object, object], bool], t1: object, t2: object) -> bool:
