@@ -21,7 +21,16 @@ from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
 from fxkit.node import Node, _map_nodes_of_class
 
-__all__ = ["to_torch_fx", "from_torch_fx", "graph_to_torch_fx", "graph_from_torch_fx"]
+__all__ = [
+    "to_torch_fx",
+    "from_torch_fx",
+    "graph_to_torch_fx",
+    "graph_from_torch_fx",
+    "torch_symbolic_shapes",
+    "torch_sym_node",
+    "torch_fx_experimental",
+    "is_torch_fx_proxy",
+]
 
 
 def torch_fx_wrap_registry() -> Tuple[List[Tuple[dict, str]], List[Tuple[type, str]]]:
@@ -126,3 +135,40 @@ def from_torch_fx(gm: tfx.GraphModule) -> GraphModule:
     if not isinstance(gm, tfx.GraphModule):
         raise TypeError(f"from_torch_fx expects a torch.fx GraphModule, got {type(gm).__name__}")
     return _convert_module(gm, graph_from_torch_fx(gm.graph), GraphModule)
+
+
+# --- torch's symbolic-shape machinery ------------------------------------------------------------
+# FakeTensorMode creates its symbols in a torch ShapeEnv and a SymInt wraps a torch SymNode; both
+# live under torch.fx. fxkit's aten-level modules (make_fx, sym_node, recording, validator,
+# runtime asserts) must hand torch these very objects, so they reach them through here.
+
+
+def torch_symbolic_shapes() -> Any:
+    """``torch.fx.experimental.symbolic_shapes``: ``ShapeEnv``, ``free_symbols``, guards and
+    the other helpers FakeTensorMode's symbolic sizes are made of."""
+    import torch.fx.experimental.symbolic_shapes as symbolic_shapes
+
+    return symbolic_shapes
+
+
+def torch_sym_node() -> Any:
+    """``torch.fx.experimental.sym_node``: the ``SymNode`` class inside every SymInt/SymFloat/
+    SymBool and its magic-method tables."""
+    import torch.fx.experimental.sym_node as sym_node
+
+    return sym_node
+
+
+def torch_fx_experimental(name: str) -> Any:
+    """``torch.fx.experimental.<name>`` (e.g. ``"recording"``, ``"validator"``,
+    ``"_config"``), for the few torch-owned registries and flags fxkit must read or write."""
+    import importlib
+
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a module name: {name!r}")
+    return importlib.import_module(f"torch.fx.experimental.{name}")
+
+
+def is_torch_fx_proxy(value: Any) -> bool:
+    """Whether ``value`` is a torch.fx ``Proxy`` (libraries test for it to skip checks)."""
+    return isinstance(value, tfx.Proxy)
