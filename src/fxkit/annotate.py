@@ -21,7 +21,7 @@ def annotate(val: T, type: Any) -> T:
     if not isinstance(val, Proxy):
         return val
     node = val.node
-    # A falsy existing type counts as none, as in torch.fx.
+    # A falsy existing type counts as none, as torch.fx does.
     if node.type:
         raise RuntimeError(
             "Tried to annotate a value that already had a type on it! Existing type is "

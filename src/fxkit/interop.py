@@ -30,6 +30,8 @@ __all__ = [
     "torch_sym_node",
     "torch_fx_experimental",
     "is_torch_fx_proxy",
+    "torch_fx_node_class",
+    "torch_fx_unification_var_class",
 ]
 
 
@@ -172,3 +174,15 @@ def torch_fx_experimental(name: str) -> Any:
 def is_torch_fx_proxy(value: Any) -> bool:
     """Whether ``value`` is a torch.fx ``Proxy`` (libraries test for it to skip checks)."""
     return isinstance(value, tfx.Proxy)
+
+
+def torch_fx_node_class() -> type:
+    """torch.fx's ``Node`` class, for code that accepts nodes of either library."""
+    return tfx.Node
+
+
+def torch_fx_unification_var_class() -> Any:
+    """torch.fx's unification ``Var`` class if that module is loaded, else None (then no such
+    variable can exist, and nothing is imported to find out)."""
+    variables = sys.modules.get("torch.fx.experimental.unification.variable")
+    return None if variables is None else variables.Var

@@ -72,14 +72,13 @@ def _is_type_variable(t: object) -> bool:
     """Whether ``t`` is a unification variable (fxkit's or torch.fx's
     ``experimental.unification.Var``), which matches anything. Looked up only where that
     module is loaded: if it is not, no such variable can exist."""
-    for home in (
-        "fxkit.experimental.unification.variable",
-        "torch.fx.experimental.unification.variable",
-    ):
-        variables = sys.modules.get(home)
-        if variables is not None and isinstance(t, variables.Var):
-            return True
-    return False
+    ours = sys.modules.get("fxkit.experimental.unification.variable")
+    if ours is not None and isinstance(t, ours.Var):
+        return True
+    from fxkit.interop import torch_fx_unification_var_class
+
+    theirs = torch_fx_unification_var_class()
+    return theirs is not None and isinstance(t, theirs)
 
 
 def _same_rank_and(relation: Callable[[object, object], bool], t1: object, t2: object) -> bool:

@@ -259,7 +259,7 @@ def _merge_best_pair(partitioner: Any, rate: float, latencies: Latencies) -> boo
     for i in range(count - 1):
         for j in range(i + 1, count):
             trial = _cost_if_merged(partitioner, partitions[:], i, j, rate, latencies)
-            # ``<=``: among equal costs the last pair tried wins, as in torch.fx.
+            # ``<=``: among equal costs the last pair tried wins, as torch.fx does.
             if trial <= best_cost:
                 best, best_cost = (i, j), trial
             # The trial renumbered and relinked the shared Partition objects; undo that.

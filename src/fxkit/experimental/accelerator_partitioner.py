@@ -18,7 +18,7 @@ If the whole module fits the largest device it becomes a single partition, whate
   (Kernighan-Lin style) where that lowers the latency.
 - ``aot_based``: partitions and devices given ahead of time in the config.
 
-The helper functions below operate on lists of partitions and are public, as in torch.fx.
+The helper functions below operate on lists of partitions and are public, as torch.fx does.
 """
 
 from __future__ import annotations

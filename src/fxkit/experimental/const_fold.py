@@ -175,7 +175,7 @@ def _inline_module(gm: GraphModule, inline_mod_name: str, run_dce: bool = True) 
     mapping: dict[Node, Any] = {}
 
     def translate(inner: Node) -> Any:
-        # Every node read through the mapping takes the inner node's meta, as in torch.fx.
+        # Every node read through the mapping takes the inner node's meta, as torch.fx does.
         outer = mapping[inner]
         outer.meta = inner.meta.copy()
         return outer

@@ -105,7 +105,7 @@ class Partition:
         for n in node.all_input_nodes:
             if n.op in _INPUT_OPS and not any(u in self.nodes for u in n.users):
                 # ``remove`` (not ``discard``): an input missing from the set is an error,
-                # as it is for torch.fx.
+                # as it is for torch.fx's.
                 self.nodes.remove(n)
                 leaving.append(n)
         if not current:

@@ -24,5 +24,5 @@ class Equality:
             return False
         return self.lhs == other.lhs and self.rhs == other.rhs
 
-    # Defining __eq__ makes instances unhashable, as in torch.fx.
+    # Defining __eq__ makes instances unhashable, as torch.fx does.
     __hash__ = None  # type: ignore[assignment]

@@ -151,7 +151,7 @@ def _rewrite_module(m: torch.nn.Module) -> torch.nn.Module:
             self.__dict__[key] = copy.copy(fresh)
 
     # Derived from the original class so its other methods and properties stay usable from
-    # the rewritten forward; named as in torch.fx.
+    # the rewritten forward; named as torch.fx does.
     rewritten = type("RewrittenModule", (type(m),), {"__init__": __init__, "forward": forward})
     rewritten.__qualname__ = "RewrittenModule"
     return rewritten(m)

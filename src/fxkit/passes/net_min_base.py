@@ -537,7 +537,7 @@ class _MinimizerBase:
         if find_last_node is None or not find_last_node:
             second = ["Start searching for first node in culprit"]
             self.print_report(second)
-            # ``end or last``: an end index of 0 searches the whole list, as in torch.fx.
+            # ``end or last``: an end index of 0 searches the whole list, as torch.fx does.
             begin = self._block_traverse_impl(nodes[: last + 1], 0, end or last, False)
             if begin is None:
                 summary.append("No culprits found")
@@ -579,7 +579,7 @@ class _MinimizerBase:
 
     def _accumulate_traverse(self, nodes: NodeList) -> NodeSet:
         """Lower a growing prefix of ``nodes``; the node whose addition first mismatches is
-        the culprit. (``find_all`` is not supported here, as in torch.fx.)"""
+        the culprit. (``find_all`` is not supported here, as torch.fx does.)"""
         if self.settings.find_all:
             print("'Find All' mode is not supported in accumulate traversal.")
             return set()

@@ -84,7 +84,7 @@ class Component:
 
 
 def _arg_mapper(graph: Any) -> Callable[[Any, Callable], Any]:
-    """``map_arg`` for the nodes of ``graph``, which may come from torch.fx."""
+    """``map_arg`` for the nodes of ``graph``, which may come from torch.fx (duck typed)."""
     node_cls = Node
     for node in graph.nodes:
         node_cls = type(node)

@@ -64,7 +64,7 @@ DEFAULT_MIN_ACC_MODULE_SIZE = 1
 
 
 # Command-line overrides understood by _SplitterSettingBase: (flag spelling, attribute, kind).
-# A backend's launcher can tune the splitter without code changes, as with torch.fx.
+# A backend's launcher can tune the splitter without code changes, as torch.fx allows.
 _SETTING_FLAGS: Tuple[Tuple[str, str, str], ...] = (
     ("min-acc-module-size", "min_acc_module_size", "int"),
     ("max-acc-splits", "max_acc_splits", "int"),

@@ -1,5 +1,5 @@
 """Term unification with logic variables (a vendored ``unification`` library, as in
-``torch.fx.experimental.unification``): ``unify(a, b)`` finds the variable bindings that make two
+torch.fx's ``experimental.unification``): ``unify(a, b)`` finds the variable bindings that make two
 terms equal, ``reify(term, bindings)`` applies them.
 
 >>> x = Var("x")

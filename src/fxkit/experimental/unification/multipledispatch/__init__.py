@@ -1,5 +1,5 @@
 """Multiple dispatch on the types of all positional arguments (a vendored ``multipledispatch``,
-as in ``torch.fx.experimental.unification.multipledispatch``)."""
+as in torch.fx's ``experimental.unification.multipledispatch``)."""
 
 from .core import dispatch
 from .dispatcher import (
