@@ -117,7 +117,7 @@ def test_shape_aware_trace_matches_eager(name: str) -> None:
     assert sum(isinstance(v, torch.Tensor) for v in vals) > 20
     assert any("guards" in n.meta for n in gm.graph.nodes)
     # Provenance: nodes point into the model's source.
-    traced_here = [n for n in gm.graph.nodes if "modeling_" in (n.stack_trace or "")]
+    traced_here = [n for n in gm.graph.nodes if "modeling_" in n.meta.get("fxkit_source", "")]
     assert len(traced_here) > len(gm.graph.nodes) // 2
 
 
