@@ -343,7 +343,7 @@ class GetItem(_Structural, Constraint):
 
 
 class GetItemTensor(_Structural, Constraint):
-    """The tensor ``res`` is ``input_var`` indexed by a tuple of full slices and ``None``s."""
+    """The tensor ``res`` is ``input_var`` indexed by a tuple of full slices and ``None`` values."""
 
     _fields = ("res", "tensor_size", "index_tuple", "input_var")
 
