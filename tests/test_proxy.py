@@ -364,3 +364,38 @@ def test_random_expressions_match_torch_fx(program: list) -> None:
     run(ours[1], ours[2])
     run(theirs[1], theirs[2])
     assert _rows(ours[0]) == _rows(theirs[0])
+
+
+def test_annotate_fn_and_provenance_json_like_torch_fx():
+    import torch.fx.traceback as tfb
+
+    from fxkit import traceback as fb
+
+    @fb.annotate_fn({"pp_stage": 1})
+    def stage(x):
+        assert fb.get_current_meta()["custom"] == {"pp_stage": 1}
+        return x + 1
+
+    with fb.preserve_node_meta():
+        assert stage(1) == 2
+        assert "custom" not in fb.get_current_meta()
+
+    gm = fxkit.symbolic_trace(lambda x: torch.relu(x) + 1)
+    relu = next(n for n in gm.graph.nodes if n.name == "relu")
+    relu.meta["from_node"] = [fb.NodeSource(relu, "p", fb.NodeSourceAction.CREATE)]
+    got = fb.get_graph_provenance_json(gm.graph)
+    assert set(got) == {"relu", "add"} and got["add"] == []
+    assert got["relu"][0]["pass_name"] == "p"
+    theirs = tfb.get_graph_provenance_json(
+        torch.fx.symbolic_trace(lambda x: torch.relu(x) + 1).graph
+    )
+    assert set(theirs) == set(got)
+
+
+def test_cse_pass_exposes_torch_fx_op_sets():
+    from torch.fx.passes.dialect.common import cse_pass as theirs
+
+    from fxkit.passes.dialect.common import cse_pass as ours
+
+    assert ours.rand_ops == theirs.rand_ops and ours.inplace_ops == theirs.inplace_ops
+    assert ours.get_CSE_banned_ops() == theirs.get_CSE_banned_ops()

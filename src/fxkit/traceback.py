@@ -13,11 +13,12 @@ transforming graphs at the same time never see each other's meta.
 from __future__ import annotations
 
 import copy
+import functools
 import traceback
 from contextlib import contextmanager
 from contextvars import ContextVar
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
 if TYPE_CHECKING:
     from fxkit.node import Node
@@ -28,6 +29,7 @@ __all__ = [
     "preserve_node_meta", "has_preserved_node_meta", "annotate",
     "set_current_meta", "get_current_meta", "set_current_replay_node", "get_current_replay_node",
     "set_stack_trace", "format_stack", "set_grad_fn_seq_nr", "reset_grad_fn_seq_nr",
+    "annotate_fn", "get_graph_provenance_json",
 ]  # fmt: skip
 
 _preserving: ContextVar[bool] = ContextVar("fxkit_preserve_node_meta", default=False)
@@ -294,3 +296,37 @@ def annotate(annotation_dict: dict) -> Iterator[None]:
             meta["custom"] = old
         else:
             meta.pop("custom", None)
+
+
+def annotate_fn(annotation_dict: dict) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator form of :func:`annotate`: every call of the decorated function runs inside
+    ``annotate(annotation_dict)``, so the nodes it creates carry the annotations::
+
+        @annotate_fn({"pp_stage": 1})
+        def stage(x):
+            return x + 1
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def annotated(*args: Any, **kwargs: Any) -> Any:
+            with annotate(annotation_dict):
+                return fn(*args, **kwargs)
+
+        return annotated
+
+    return decorate
+
+
+def get_graph_provenance_json(graph: Any) -> dict:
+    """``{node name: [NodeSource.to_dict(), ...]}`` for each ``call_function`` node of
+    ``graph`` (an empty list where no ``from_node`` is recorded). A debugging aid: on an
+    unexpected error it returns ``{}`` instead of raising."""
+    try:
+        return {
+            node.name: [source.to_dict() for source in node.meta.get("from_node", ())]
+            for node in graph.nodes
+            if node.op == "call_function"
+        }
+    except Exception:  # noqa: BLE001 - provenance must never break the caller
+        return {}

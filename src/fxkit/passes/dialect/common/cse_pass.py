@@ -18,7 +18,7 @@ import torch
 
 from fxkit.passes.infra.pass_base import PassBase, PassResult
 
-__all__ = ["CSEPass", "get_CSE_banned_ops"]
+__all__ = ["CSEPass", "get_CSE_banned_ops", "rand_ops", "inplace_ops"]
 
 aten = torch.ops.aten
 
@@ -31,12 +31,18 @@ _RANDOM_PACKETS = (
 _INPLACE_PACKETS = ("add_", "sub_", "mul_", "div_", "pow_", "lerp_", "relu_", "sigmoid_", "tanh_")
 
 
+#: The random aten packets torch.fx's CSE bans (module-level sets, as torch.fx exposes them).
+rand_ops: Set[Any] = {getattr(aten, name) for name in _RANDOM_PACKETS}
+#: The in-place aten packets torch.fx's CSE bans.
+inplace_ops: Set[Any] = {getattr(aten, name) for name in _INPLACE_PACKETS}
+
+
 def get_CSE_banned_ops() -> Set[Any]:
     """The aten op packets that torch.fx's CSE refuses to merge (random and in-place ones).
 
     A fresh set each call, so callers may extend it and pass it as ``banned_ops``.
     """
-    return {getattr(aten, name) for name in _RANDOM_PACKETS + _INPLACE_PACKETS}
+    return rand_ops | inplace_ops
 
 
 # Ops that draw random numbers whatever their arguments, by base name (functions, methods
