@@ -80,7 +80,12 @@ def lift_subgraph_as_module(
         if parent is not source:  # else a whole source module is already installed there
             _hold(parent, leaf, getattr(source, leaf))
         fqn_map[target] = f"{comp_name}.{target}"
-    return GraphModule(holder, subgraph, class_name), fqn_map
+    if isinstance(subgraph, Graph):
+        return GraphModule(holder, subgraph, class_name), fqn_map
+    # A torch.fx subgraph becomes a torch.fx GraphModule: the class is found on ``gm``'s own
+    # class hierarchy, so fxkit never imports torch.fx for it.
+    library_module = next(c for c in type(gm).__mro__ if c.__name__ == "GraphModule")
+    return library_module(holder, subgraph, class_name), fqn_map
 
 
 def compare_graphs(left: Graph, right: Graph) -> bool:
