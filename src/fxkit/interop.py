@@ -112,11 +112,25 @@ def graph_from_torch_fx(graph: tfx.Graph) -> Graph:
         raise TypeError(f"graph_from_torch_fx expects a torch.fx Graph, got {type(graph).__name__}")
     out = Graph()
     _copy_nodes(graph, out, tfx.Node)
+    _reserve_names(graph, out)
     codegen = graph._codegen
     if isinstance(codegen, _TorchPyTreeCodeGen) and codegen.pytree_info is not None:
         info = codegen.pytree_info
         out.set_codegen(_PyTreeCodeGen(_PyTreeInfo(info.orig_args, info.in_spec, info.out_spec)))
     return out
+
+
+def _reserve_names(source: Any, dest: Graph) -> None:
+    # torch.fx keeps the names of erased nodes taken; so must the copy, or a pass that adds
+    # nodes afterwards would pick names torch.fx would not (``ge`` where torch.fx says ``ge_1``).
+    namespace = getattr(source, "_graph_namespace", None)
+    names = dest._names
+    for name in getattr(namespace, "_used_names", ()):
+        if name not in names.live:
+            names.retired.add(name)
+    for base, count in getattr(namespace, "_base_count", {}).items():
+        if count > names.next_suffix.get(base, 0):
+            names.next_suffix[base] = count
 
 
 def _convert_module(gm: torch.nn.Module, graph: Any, make: Callable[..., Any]) -> Any:
