@@ -32,6 +32,7 @@ __all__ = [
     "is_torch_fx_proxy",
     "torch_fx_node_class",
     "torch_fx_unification_var_class",
+    "torch_fx_side_effectful",
 ]
 
 
@@ -200,3 +201,11 @@ def torch_fx_unification_var_class() -> Any:
     variable can exist, and nothing is imported to find out)."""
     variables = sys.modules.get("torch.fx.experimental.unification.variable")
     return None if variables is None else variables.Var
+
+
+def torch_fx_side_effectful() -> set:
+    """torch.fx's registry of functions dead-code elimination must keep (the live set, so
+    later ``torch.fx.node.has_side_effect`` registrations count too)."""
+    import torch.fx.node as fx_node
+
+    return fx_node._side_effectful_functions

@@ -72,6 +72,19 @@ def _collect_side_effectful() -> set:
 
 
 _side_effectful_functions: set = _collect_side_effectful()
+_torch_fx_registry: Optional[set] = None
+
+
+def _torch_fx_side_effectful() -> set:
+    """torch.fx's own side-effect registry (the live set: torch and other libraries register
+    grad-mode, autocast and jvp functions there with its ``has_side_effect``), read through
+    interop on first use."""
+    global _torch_fx_registry
+    if _torch_fx_registry is None:
+        from fxkit.interop import torch_fx_side_effectful
+
+        _torch_fx_registry = torch_fx_side_effectful()
+    return _torch_fx_registry
 
 
 def has_side_effect(fn: Callable) -> Callable:
@@ -601,7 +614,7 @@ class Node:
             return True
         if op == "call_function":
             target = self._target
-            if target in _side_effectful_functions:
+            if target in _side_effectful_functions or target in _torch_fx_side_effectful():
                 return True
             if impure_random and getattr(target, "_nondeterministic_seeded", False):
                 return True

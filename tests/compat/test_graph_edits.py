@@ -730,3 +730,22 @@ def test_is_impure_agrees_with_torch_fx(target, make_args):
         g.output(x)
         seen.append((node.is_impure(), node.is_impure(impure_random=False)))
     assert seen[0] == seen[1]
+
+
+def test_dead_code_elimination_keeps_what_torch_fx_registers_as_side_effects():
+    # grad-mode and autocast switches are registered in torch.fx's own registry
+    import torch.fx as tfx
+
+    for target, args in (
+        (torch._C._set_grad_enabled, (False,)),
+        (torch.amp._enter_autocast, ("cpu", None, True, None)),
+    ):
+        kept = []
+        for lib in (fxkit, tfx):
+            g = lib.Graph()
+            x = g.placeholder("x")
+            g.call_function(target, args)
+            g.output(x)
+            g.eliminate_dead_code()
+            kept.append([n.op for n in g.nodes])
+        assert kept[0] == kept[1] == ["placeholder", "call_function", "output"]
