@@ -9,11 +9,7 @@ import torch
 from torch import Tensor
 
 from fxkit.experimental._proxy_dispatch import ProxyTorchDispatchMode
-from fxkit.experimental._proxy_track import (
-    _SymTracker,
-    _TensorTracker,
-    _track,
-)
+from fxkit.experimental._proxy_track import _track, init_proxy_trackers
 from fxkit.graph import Graph
 from fxkit.interpreter import Interpreter
 from fxkit.node import Node, map_aggregate
@@ -25,18 +21,7 @@ class _AppendingTracer(GraphAppendingTracer):
 
     def __init__(self, graph: Graph) -> None:
         super().__init__(graph)
-        self.tensor_tracker = _TensorTracker()
-        self.symnode_tracker = _SymTracker()
-        self.sympy_expr_tracker: Dict[Any, Any] = {}
-        self.script_object_tracker: Dict[Any, Any] = {}
-        self.opaque_tracker: Dict[Any, Any] = {}
-        self._opaque_real_obj_proxy: Dict[int, Any] = {}
-        self.torch_fn_metadata = None
-        self.torch_fn_counts: Dict[Any, int] = {}
-        self.enable_thunkify = False
-        self._val_fake_mode = None
-        self._active_fake_mode = None
-        self._symbolic = False
+        init_proxy_trackers(self)
 
 
 class DecompositionInterpreter(Interpreter):

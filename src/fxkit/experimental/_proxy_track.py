@@ -428,3 +428,20 @@ def get_proxy_mode() -> Any:
     if not (pre is None or mode is None):
         raise AssertionError(f"pre_dispatch_mode={pre}, mode={mode}")
     return pre or mode
+
+
+def init_proxy_trackers(tracer: Any) -> None:
+    """Give ``tracer`` the empty trackers and flags the proxy dispatch mode reads and writes
+    (tensor, SymNode, sympy-expression and opaque-object proxies; thunking; fake modes)."""
+    tracer.tensor_tracker = _TensorTracker()
+    tracer.symnode_tracker = _SymTracker()
+    tracer.sympy_expr_tracker = {}
+    tracer.script_object_tracker = {}
+    tracer.opaque_tracker = {}
+    tracer._opaque_real_obj_proxy = {}
+    tracer.torch_fn_metadata = None
+    tracer.torch_fn_counts = {}
+    tracer.enable_thunkify = False
+    tracer._val_fake_mode = None
+    tracer._active_fake_mode = None
+    tracer._symbolic = False

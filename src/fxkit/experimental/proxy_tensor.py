@@ -34,13 +34,11 @@ from fxkit.experimental._proxy_dispatch import PRESERVED_PRE_DISPATCH, ProxyTorc
 from fxkit.experimental._proxy_interp import DecompositionInterpreter, selective_decompose
 from fxkit.experimental._proxy_track import (
     _SYM_TYPES,
-    _SymExprEntry,
-    _SymTracker,
-    _TensorTracker,
     _track,
     _value_for_meta,
     disable_proxy_modes_tracing,
     get_proxy_mode,
+    init_proxy_trackers,
     maybe_disable_thunkify,
     maybe_enable_thunkify,
     py_sym_types,
@@ -128,19 +126,8 @@ class PythonKeyTracer(Tracer):
 
     def __init__(self) -> None:
         super().__init__(autowrap_modules=())
-        self.tensor_tracker = _TensorTracker()
-        self.symnode_tracker = _SymTracker()
-        self.sympy_expr_tracker: Dict[Any, _SymExprEntry] = {}
-        self.script_object_tracker: Dict[Any, Any] = {}
-        self.opaque_tracker: Dict[Any, Any] = {}
-        self._opaque_real_obj_proxy: Dict[int, Any] = {}
-        self.torch_fn_metadata = None
-        self.torch_fn_counts: Dict[Any, int] = {}
-        self.enable_thunkify = False
+        init_proxy_trackers(self)
         self._param_names: Optional[Dict[int, str]] = None
-        self._val_fake_mode: Optional[FakeTensorMode] = None
-        self._active_fake_mode: Optional[FakeTensorMode] = None
-        self._symbolic = False
 
     def trace(self, root: Any, concrete_args: Any = None) -> Any:
         """:meth:`Tracer.trace`, forgetting the previous root's parameter names first."""
