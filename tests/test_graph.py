@@ -2,6 +2,7 @@
 
 import builtins
 import copy
+import importlib.util
 import operator
 import pickle
 import sys
@@ -240,13 +241,32 @@ def test_str_and_tabular(capsys, monkeypatch):
     assert str(g).splitlines()[0] == "graph():"
     assert "return relu" in str(g)
     g.print_tabular()
+    preferred = capsys.readouterr().out  # a rich table when rich is installed
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
+    g.print_tabular()
     with_tabulate = capsys.readouterr().out
-    monkeypatch.setitem(sys.modules, "tabulate", None)  # import fails
+    monkeypatch.setitem(sys.modules, "tabulate", None)
     g.print_tabular()
     without = capsys.readouterr().out
     for text in (with_tabulate, without):
         assert text.splitlines()[0].split() == ["opcode", "name", "target", "args", "kwargs"]
         assert "operator.add" in text and "(x, 1)" in text
+    for word in ("opcode", "kwargs", "operator.add", "(x, 1)"):
+        assert word in preferred
+
+
+def test_print_readable_colored_uses_rich_when_installed(monkeypatch):
+    import fxkit
+
+    gm = fxkit.symbolic_trace(lambda x: x + 1)
+    plain = gm.print_readable(False)
+    colored = gm.print_readable(False, colored=True)
+    strip = __import__("re").compile(r"\x1b\[[0-9;]*m")
+    if importlib.util.find_spec("rich") is not None:
+        assert "\x1b[" in colored
+    assert strip.sub("", colored).rstrip() == plain.rstrip()
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    assert gm.print_readable(False, colored=True) == plain  # no rich: the plain text
 
 
 def test_output_node_and_placeholder_defaults():

@@ -15,7 +15,7 @@ import inspect
 import keyword
 import re
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -45,6 +45,9 @@ _NAME_PARTS = re.compile(r"^([a-zA-Z_][0-9a-zA-Z_]*?)(?:_(\d+))?$")
 _NOT_IDENTIFIER_CHARS = re.compile(r"[^0-9a-zA-Z_]+")
 _CAMEL_HUMP = re.compile(r"(?<=[a-z])([A-Z])")
 _RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(_custom_builtins)
+
+
+_TABULAR_HEADERS = ("opcode", "name", "target", "args", "kwargs")
 
 
 class _NameAllocator:
@@ -668,16 +671,28 @@ class Graph:
         return f"<fxkit.Graph with {self._len} nodes>"
 
     def print_tabular(self) -> None:
-        """Print one row per node (opcode, name, target, args, kwargs); uses ``tabulate`` when
-        installed and a built-in formatter otherwise."""
-        print(self._tabular_text())
+        """Print one row per node (opcode, name, target, args, kwargs): a ``rich`` table when
+        rich is installed, else ``tabulate``'s text when that is, else fxkit's own columns."""
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            print(self._tabular_text())
+            return
+        table = Table(*_TABULAR_HEADERS)
+        for row in self._tabular_rows():
+            table.add_row(*row)
+        Console().print(table)
 
-    def _tabular_text(self) -> str:
-        headers = ["opcode", "name", "target", "args", "kwargs"]
-        rows = [
+    def _tabular_rows(self) -> List[List[str]]:
+        return [
             [n.op, n.name, _tabular_target(n), repr(n.args), repr(dict(n.kwargs))]
             for n in self.nodes
         ]
+
+    def _tabular_text(self) -> str:
+        headers = list(_TABULAR_HEADERS)
+        rows = self._tabular_rows()
         try:
             from tabulate import tabulate
         except ImportError:

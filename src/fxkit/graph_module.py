@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import os
 import pathlib
 import pickle
@@ -523,6 +524,8 @@ class GraphModule(torch.nn.Module):
             colored=colored,
         )
         text = _readable_class(self, type(self).__name__, options)
+        if colored:
+            text = _highlighted(text)
         if print_output:
             print(text)
         return text
@@ -646,6 +649,21 @@ def _is_fake(value: Any) -> bool:
     from torch._subclasses.fake_tensor import FakeTensor
 
     return isinstance(value, FakeTensor)
+
+
+def _highlighted(source: str) -> str:
+    """``source`` with ANSI syntax colours from ``rich`` when it is installed (the text is
+    unchanged otherwise: fxkit needs no extra package to print)."""
+    try:
+        from rich.console import Console
+        from rich.syntax import Syntax
+    except ImportError:
+        return source
+    console = Console(
+        file=io.StringIO(), force_terminal=True, color_system="standard", width=1 << 16
+    )
+    console.print(Syntax(source, "python", theme="ansi_dark", background_color="default"), end="")
+    return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def _indented(text: str) -> str:
