@@ -505,18 +505,16 @@ class GraphModule(torch.nn.Module):
     def __str__(self) -> str:
         return f"{super().__str__()}\n\n{self.code}"
 
-    def print_readable(
-        self,
-        print_output: bool = True,
-        include_stride: bool = False,
-        include_device: bool = False,
-        colored: bool = False,
-        **display_options: Any,
-    ) -> str:
+    # fmt: off
+    def print_readable(self, print_output: bool = True, include_stride: bool = False,
+                       include_device: bool = False, colored: bool = False,
+                       **display_options: Any) -> str:
+        # fmt: on
         """The module as a class definition, with each value's dtype/shape (from node meta)
         as an annotation and source lines as comments, nested GraphModules after it; printed
         unless ``print_output`` is False. ``include_stride``/``include_device`` add strides
-        and devices to the annotations; ``colored`` adds ANSI colours, as torch.fx does."""
+        and devices to the annotations; ``colored`` adds ANSI colours (with ``rich``, when it
+        is installed)."""
         options = dict(
             display_options,
             include_stride=include_stride,

@@ -76,14 +76,12 @@ _torch_fx_registry: Optional[set] = None
 
 
 def _torch_fx_side_effectful() -> set:
-    """torch.fx's own side-effect registry (the live set: torch and other libraries register
-    grad-mode, autocast and jvp functions there with its ``has_side_effect``), read through
-    interop on first use."""
+    """torch.fx's live side-effect registry (grad mode, autocast, jvp levels, ...), via interop."""
     global _torch_fx_registry
     if _torch_fx_registry is None:
-        from fxkit.interop import torch_fx_side_effectful
+        from fxkit.interop import torch_fx_side_effectful as registry
 
-        _torch_fx_registry = torch_fx_side_effectful()
+        _torch_fx_registry = registry()
     return _torch_fx_registry
 
 

@@ -1,35 +1,20 @@
 """Graph passes: one pass per module (shape propagation, splitting, partitioning, matchers, ...).
 
-Importing this package imports the same pass modules ``torch.fx.passes`` does, so
-``fxkit.passes.split_module`` and friends are reachable as attributes.
+Importing this package also imports the pass modules torch.fx's ``passes`` package imports on
+its own, so ``fxkit.passes.split_module`` and friends are reachable as attributes.
 """
 
-from fxkit.passes import (
-    graph_drawer,
-    graph_manipulation,
-    net_min_base,
-    operator_support,
-    param_fetch,
-    reinplace,
-    runtime_assert,
-    shape_prop,
-    split_module,
-    split_utils,
-    splitter_base,
-    tools_common,
+import importlib as _importlib
+
+# The modules torch.fx's package makes available as attributes on import (the others, e.g.
+# ``infra`` or ``utils``, are imported on first use).
+__all__ = sorted(
+    """
+    tools_common splitter_base split_utils split_module shape_prop runtime_assert reinplace
+    param_fetch operator_support net_min_base graph_manipulation graph_drawer
+    """.split()
 )
 
-__all__ = [
-    "graph_drawer",
-    "graph_manipulation",
-    "net_min_base",
-    "operator_support",
-    "param_fetch",
-    "reinplace",
-    "runtime_assert",
-    "shape_prop",
-    "split_module",
-    "split_utils",
-    "splitter_base",
-    "tools_common",
-]
+for _name in __all__:
+    globals()[_name] = _importlib.import_module(f"{__name__}.{_name}")
+del _name
