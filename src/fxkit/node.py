@@ -3,9 +3,8 @@
 A node is one operation of a :class:`~fxkit.graph.Graph`. Nodes form an intrusive doubly
 linked list owned by their graph (O(1) insert, move and erase), and each node keeps the set
 of nodes it reads (``all_input_nodes``) and the set that reads it (``users``) in sync with its
-``args``/``kwargs``. Arguments are frozen on assignment: tuples stay tuples, lists and dicts
-become :class:`immutable_list` / :class:`immutable_dict`, so no edit can bypass that
-bookkeeping.
+``args``/``kwargs``. Arguments are frozen on assignment (lists and dicts become
+:class:`immutable_list` / :class:`immutable_dict`), so no edit can bypass that bookkeeping.
 """
 
 from __future__ import annotations
