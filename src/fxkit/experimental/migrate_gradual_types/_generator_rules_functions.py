@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from fxkit._symbolic_trace import _assert_is_none
+from fxkit.experimental.migrate_gradual_types import operation as ops
+from fxkit.experimental.migrate_gradual_types import util as mgu_util
 from fxkit.experimental.migrate_gradual_types._generator_registry import (
     MAX_TENSOR_RANK,
     RANKS,
@@ -43,25 +45,6 @@ from fxkit.experimental.migrate_gradual_types.constraint import (
     TGreatestUpperBound,
     TVar,
 )
-from fxkit.experimental.migrate_gradual_types.operation import (
-    op_add,
-    op_consistency,
-    op_div,
-    op_eq,
-    op_gt,
-    op_leq,
-    op_lt,
-    op_mul,
-    op_neq,
-    op_sub,
-)
-from fxkit.experimental.migrate_gradual_types.util import (
-    gen_bvar,
-    gen_dvar,
-    gen_nat_constraints,
-    gen_tensor_dims,
-    gen_tvar,
-)
 from fxkit.tensor_type import Dyn
 
 _Rule = tuple[list[Constraint], int]
@@ -76,14 +59,14 @@ def gen_broadcasting_constraints(
     greatest upper bound."""
     broadcast = []
     for _ in range(2):
-        var, counter = gen_tvar(counter)
+        var, counter = mgu_util.gen_tvar(counter)
         broadcast.append(var)
     upper_bound = TGreatestUpperBound(output_var, *broadcast)
-    consistent = BinConstraintT(*broadcast, op_consistency)
+    consistent = BinConstraintT(*broadcast, ops.op_consistency)
     return [upper_bound, ApplyBroadcasting(*broadcast, e1, e2), consistent], counter
 
 
-_SCALAR_OPS = {operator.add: op_add, torch.add: op_add, operator.mul: op_mul}
+_SCALAR_OPS = {operator.add: ops.op_add, torch.add: ops.op_add, operator.mul: ops.op_mul}
 
 
 def broadcasting_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -> _Rule:
@@ -109,10 +92,10 @@ def broadcasting_inference_rule(n: Any, symbols: dict, constraints: list, counte
         return [tensor_eq(output, operand)], counter
     if isinstance(operand, DVar):
         # Arithmetic on a traced size: the result is the computed dimension.
-        result, counter = gen_dvar(counter)
+        result, counter = mgu_util.gen_dvar(counter)
         symbols[n] = result
         value = BinConstraintD(operand, scalar, op_code)
-        return [Conj([dim_eq(result, value), BinConstraintD(0, result, op_leq)])], counter
+        return [Conj([dim_eq(result, value), BinConstraintD(0, result, ops.op_leq)])], counter
     raise NotImplementedError(_NOT_YET)
 
 
@@ -125,7 +108,7 @@ def _check_comparison_operands(n: Any) -> tuple[Any, Any]:
 
 def _boolean_of(relation: BinConstraintD, counter: int) -> _Rule:
     # Conditions are only used for flow analysis: ``b = (relation)`` with b fresh.
-    flag, counter = gen_bvar(counter)
+    flag, counter = mgu_util.gen_bvar(counter)
     return [dim_eq(flag, relation)], counter
 
 
@@ -154,7 +137,7 @@ def _comparison_rule(
         warnings.warn(
             f"Made the wrong assumption for node {n}. Correctness not guaranteed.", stacklevel=2
         )
-        as_dim, counter = gen_dvar(counter)
+        as_dim, counter = mgu_util.gen_dvar(counter)
         symbols[lhs] = as_dim
         return _boolean_of(BinConstraintD(as_dim, e2, op), counter)
     raise NotImplementedError(_NOT_YET)
@@ -163,19 +146,19 @@ def _comparison_rule(
 @register_inference_rule(operator.gt)
 def gt_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -> _Rule:
     """``a > b`` on tensors (broadcast) or dimensions (a boolean)."""
-    return _comparison_rule(n, symbols, counter, op_gt, retype_tensor_operand=True)
+    return _comparison_rule(n, symbols, counter, ops.op_gt, retype_tensor_operand=True)
 
 
 @register_inference_rule(operator.eq)
 def eq_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -> _Rule:
     """``a == b`` on tensors (broadcast) or dimensions (a boolean)."""
-    return _comparison_rule(n, symbols, counter, op_eq, retype_tensor_operand=False)
+    return _comparison_rule(n, symbols, counter, ops.op_eq, retype_tensor_operand=False)
 
 
 @register_inference_rule(operator.lt)
 def lt_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -> _Rule:
     """``a < b`` on tensors (broadcast) or dimensions (a boolean)."""
-    return _comparison_rule(n, symbols, counter, op_lt, retype_tensor_operand=False)
+    return _comparison_rule(n, symbols, counter, ops.op_lt, retype_tensor_operand=False)
 
 
 @register_inference_rule(operator.ne)
@@ -192,7 +175,7 @@ def neq_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -
         expect(is_node(size) or isinstance(size, int), "Node or int", size)
     tensor = symbols[n.args[0]]
     # Four dimension variables are allocated in both cases.
-    actual, counter = gen_tensor_dims(4, counter)
+    actual, counter = mgu_util.gen_tensor_dims(4, counter)
     is_rank = tensor_eq(tensor, actual[:rank])
     expected = [s if isinstance(s, int) else symbols[s] for s in sizes]
     # torch.fx checks the third dimension for Dyn-ness in the fourth clause of the rank-4
@@ -201,15 +184,15 @@ def neq_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -
     differs = [
         Conj(
             [
-                BinConstraintD(want, Dyn, op_neq),
-                BinConstraintD(checked, Dyn, op_neq),
-                BinConstraintD(want, got, op_neq),
+                BinConstraintD(want, Dyn, ops.op_neq),
+                BinConstraintD(checked, Dyn, ops.op_neq),
+                BinConstraintD(want, got, ops.op_neq),
             ]
         )
         for want, got, checked in zip(expected, actual, dyn_checked)
     ]
-    _, counter = gen_bvar(counter)  # an unused boolean, for numbering parity
-    flag, counter = gen_bvar(counter)
+    _, counter = mgu_util.gen_bvar(counter)  # an unused boolean, for numbering parity
+    flag, counter = mgu_util.gen_bvar(counter)
     return [dim_eq(flag, Conj([is_rank, Disj(differs)]))], counter
 
 
@@ -255,7 +238,7 @@ def type_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) 
     source, target = symbols[n.args[0]], symbols[n.args[1]]
     expect(isinstance(source, TVar), "TVar", source)
     expect(isinstance(target, TVar), "TVar", target)
-    return [BinConstraintT(source, target, op_consistency), tensor_eq(output, target)], counter
+    return [BinConstraintT(source, target, ops.op_consistency), tensor_eq(output, target)], counter
 
 
 @register_inference_rule("masked_fill_")
@@ -289,7 +272,7 @@ def size_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) 
     """``t.size()`` is ``t``'s type; ``t.size(i)`` is a dimension of it."""
     if len(n.args) == 1:
         output, counter = fresh_tensor(n, symbols, counter)
-        return [BinConstraintT(symbols[n.args[0]], output, op_eq)], counter
+        return [BinConstraintT(symbols[n.args[0]], output, ops.op_eq)], counter
     if len(n.args) != 2 or not isinstance(n.args[1], int):
         raise NotImplementedError
     return _dimension_of(n, symbols[n.args[0]], n.args[1], symbols, counter)
@@ -297,11 +280,11 @@ def size_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) 
 
 def _dimension_of(n: Any, tensor: Any, index: int, symbols: dict, counter: int) -> _Rule:
     """A fresh dimension that is entry ``index`` of ``tensor``'s shape (Dyn if it is)."""
-    result, counter = gen_dvar(counter)
+    result, counter = mgu_util.gen_dvar(counter)
     symbols[n] = result
-    unknown = Conj([BinConstraintT(tensor, Dyn, op_eq), dim_eq(result, Dyn)])
+    unknown = Conj([BinConstraintT(tensor, Dyn, ops.op_eq), dim_eq(result, Dyn)])
     by_rank = [GetItem(rank, index, result, tensor) for rank in RANKS]
-    known = Conj([Disj(by_rank), BinConstraintD(0, result, op_leq)])
+    known = Conj([Disj(by_rank), BinConstraintD(0, result, ops.op_leq)])
     return [Disj([unknown, known])], counter
 
 
@@ -330,15 +313,15 @@ def getitem_inference_rule(n: Any, symbols: dict, constraints: list, counter: in
 def torch_dim_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -> _Rule:
     """``t.dim()``: a dimension equal to the rank of ``t``."""
     expect_node(n.args[0])
-    result, counter = gen_dvar(counter)
+    result, counter = mgu_util.gen_dvar(counter)
     symbols[n] = result
     tensor = symbols[n.args[0]]
 
     def of_rank(rank: int, counter: int) -> tuple[Constraint, int]:
-        dims, counter = gen_tensor_dims(rank, counter)
+        dims, counter = mgu_util.gen_tensor_dims(rank, counter)
         return Conj([tensor_eq(tensor, dims), dim_eq(result, rank)]), counter
 
-    unknown = Conj([BinConstraintT(tensor, Dyn, op_eq), dim_eq(result, Dyn)])
+    unknown = Conj([BinConstraintT(tensor, Dyn, ops.op_eq), dim_eq(result, Dyn)])
     return dyn_or_per_rank(unknown, counter, of_rank)
 
 
@@ -359,9 +342,9 @@ def cumsum_inference_rule(n: Any, symbols: dict, constraints: list, counter: int
     source = symbols[n.args[0]]
 
     def of_rank(rank: int, counter: int) -> tuple[Constraint, int]:
-        dims, counter = gen_tensor_dims(rank, counter)
+        dims, counter = mgu_util.gen_tensor_dims(rank, counter)
         parts = [tensor_eq(source, dims), tensor_eq(output, dims), range_check(axis, rank)]
-        return Conj(parts + gen_nat_constraints(dims)), counter
+        return Conj(parts + mgu_util.gen_nat_constraints(dims)), counter
 
     return dyn_or_per_rank(both_dyn(source, output), counter, of_rank)
 
@@ -383,8 +366,8 @@ def arange_inference_rule(n: Any, symbols: dict, constraints: list, counter: int
     if len(n.args) != 1:
         raise NotImplementedError("Not yet implemented")
     end = symbols[n.args[0]]
-    length, counter = gen_dvar(counter)
-    span = BinConstraintD(BinConstraintD(end, start, op_sub), step, op_div)
+    length, counter = mgu_util.gen_dvar(counter)
+    span = BinConstraintD(BinConstraintD(end, start, ops.op_sub), step, ops.op_div)
     output, counter = fresh_tensor(n, symbols, counter)
     bounds = (end, start, step)
     unknown = Conj(
@@ -392,8 +375,8 @@ def arange_inference_rule(n: Any, symbols: dict, constraints: list, counter: int
     )
     known = Conj(
         [
-            Conj([BinConstraintD(b, Dyn, op_neq) for b in bounds]),
-            BinConstraintD(length, Dyn, op_neq),
+            Conj([BinConstraintD(b, Dyn, ops.op_neq) for b in bounds]),
+            BinConstraintD(length, Dyn, ops.op_neq),
             dim_eq(length, span),
         ]
     )

@@ -13,6 +13,7 @@ import torch
 from torch.nn.modules.batchnorm import BatchNorm2d
 from torch.nn.modules.conv import Conv2d
 
+from fxkit.experimental.migrate_gradual_types import constraint as cons
 from fxkit.experimental.migrate_gradual_types._generator_registry import (
     MAX_TENSOR_RANK,
     both_dyn,
@@ -27,23 +28,6 @@ from fxkit.experimental.migrate_gradual_types._generator_registry import (
 )
 from fxkit.experimental.migrate_gradual_types._generator_rules_functions import (
     gen_broadcasting_constraints,
-)
-from fxkit.experimental.migrate_gradual_types.constraint import (
-    BinConstraintD,
-    BinConstraintT,
-    CalcConv,
-    CalcMaxPool,
-    CalcProduct,
-    CanReshape,
-    Conj,
-    Constraint,
-    DGreatestUpperBound,
-    Disj,
-    DVar,
-    F,
-    IndexSelect,
-    Transpose,
-    TVar,
 )
 from fxkit.experimental.migrate_gradual_types.operation import (
     op_consistency,
@@ -60,17 +44,17 @@ from fxkit.experimental.migrate_gradual_types.util import (
 )
 from fxkit.tensor_type import Dyn, TensorType
 
-_Rule = tuple[list[Constraint], int]
+_Rule = tuple[list[cons.Constraint], int]
 
 
 def _same_shape_per_rank(source: Any, output: Any, counter: int, extra: Any) -> _Rule:
     """Either both ``Dyn``, or for some rank both have the same fresh dimensions, with
     ``extra(dims)`` constraints added to each case."""
 
-    def of_rank(rank: int, counter: int) -> tuple[Constraint, int]:
+    def of_rank(rank: int, counter: int) -> tuple[cons.Constraint, int]:
         dims, counter = gen_tensor_dims(rank, counter)
         parts = [tensor_eq(source, dims), tensor_eq(output, dims), *extra(dims)]
-        return Conj(parts + gen_nat_constraints(dims)), counter
+        return cons.Conj(parts + gen_nat_constraints(dims)), counter
 
     return dyn_or_per_rank(both_dyn(source, output), counter, of_rank)
 
@@ -87,7 +71,7 @@ def relu_inference_rule(
     expect_node(n.args[0])
     output, counter = fresh_tensor(n, symbols, counter)
     source = symbols[n.args[0]]
-    expect(isinstance(source, TVar), "TVar", source)
+    expect(isinstance(source, cons.TVar), "TVar", source)
     return [tensor_eq(source, output)], counter
 
 
@@ -106,14 +90,14 @@ def get_attr_inference_rule(n: Any, symbols: dict, constraints: list, counter: i
 
 
 def add_layer_norm_constraints(
-    input_dim: list[DVar], normalized_dim: list[int]
-) -> list[Constraint]:
+    input_dim: list[cons.DVar], normalized_dim: list[int]
+) -> list[cons.Constraint]:
     """The trailing entries of ``input_dim`` must be consistent with ``normalized_dim``;
     :class:`F` if the normalized shape is longer than the input."""
     if len(normalized_dim) > len(input_dim):
-        return [F()]
+        return [cons.F()]
     pairs = zip(reversed(input_dim), reversed(normalized_dim))
-    return [BinConstraintD(have, want, op_consistency) for have, want in pairs]
+    return [cons.BinConstraintD(have, want, op_consistency) for have, want in pairs]
 
 
 def gen_layer_norm_constraints(
@@ -148,15 +132,15 @@ def layer_norm_inference_rule(
 
 
 def add_linear_constraints(
-    dims1: list[DVar], dims2: list[DVar], in_features: Any, out_features: Any
-) -> list[Constraint]:
+    dims1: list[cons.DVar], dims2: list[cons.DVar], in_features: Any, out_features: Any
+) -> list[cons.Constraint]:
     """Input dims ``dims1`` and output dims ``dims2`` agree except in the last one, where
     the input is consistent with ``in_features`` and the output equals ``out_features``."""
     if len(dims1) != len(dims2):
         raise AssertionError(f"Expected same length, got {len(dims1)} vs {len(dims2)}")
-    out: list[Constraint] = [dim_eq(a, b) for a, b in zip(dims1[:-1], dims2[:-1])]
+    out: list[cons.Constraint] = [dim_eq(a, b) for a, b in zip(dims1[:-1], dims2[:-1])]
     if dims1:
-        out.append(BinConstraintD(dims1[-1], in_features, op_consistency))
+        out.append(cons.BinConstraintD(dims1[-1], in_features, op_consistency))
         out.append(dim_eq(dims2[-1], out_features))
     return out
 
@@ -168,12 +152,12 @@ def linear_constraints(
     output, counter = fresh_tensor(n, symbols, counter)
     source = symbols[n.args[0]]
 
-    def of_rank(rank: int, counter: int) -> tuple[Constraint, int]:
+    def of_rank(rank: int, counter: int) -> tuple[cons.Constraint, int]:
         dims_in, counter = gen_tensor_dims(rank, counter)
         dims_out, counter = gen_tensor_dims(rank, counter)
         parts = [tensor_eq(source, dims_in), tensor_eq(output, dims_out)]
         parts += add_linear_constraints(dims_in, dims_out, in_features, out_features)
-        return Conj(parts + gen_nat_constraints(dims_in + dims_out)), counter
+        return cons.Conj(parts + gen_nat_constraints(dims_in + dims_out)), counter
 
     return dyn_or_per_rank(both_dyn(source, output), counter, of_rank)
 
@@ -206,10 +190,10 @@ def gen_embedding_rules(n: Any, symbols: dict, embedding_dim: Any, counter: int)
     output, counter = fresh_tensor(n, symbols, counter)
     source = symbols[n.args[0]]
 
-    def of_rank(rank: int, counter: int) -> tuple[Constraint, int]:
+    def of_rank(rank: int, counter: int) -> tuple[cons.Constraint, int]:
         dims, counter = gen_tensor_dims(rank, counter)
         parts = [tensor_eq(source, dims), tensor_eq(output, [*dims, embedding_dim])]
-        return Conj(parts + gen_nat_constraints(dims)), counter
+        return cons.Conj(parts + gen_nat_constraints(dims)), counter
 
     return dyn_or_per_rank(both_dyn(source, output), counter, of_rank, range(1, MAX_TENSOR_RANK))
 
@@ -239,9 +223,9 @@ def embedding_inference_rule(
 # --------------------------------------------------------------------------- 4-d layers
 
 
-def _four_dims_matching(source: Any, counter: int) -> tuple[list[DVar], Constraint, int]:
+def _four_dims_matching(source: Any, counter: int) -> tuple[list[cons.DVar], cons.Constraint, int]:
     dims, counter = gen_tensor_dims(4, counter)
-    return dims, BinConstraintT(source, TensorType(dims), op_matching), counter
+    return dims, cons.BinConstraintT(source, TensorType(dims), op_matching), counter
 
 
 @register_inference_rule(BatchNorm2d)
@@ -280,9 +264,9 @@ def conv2d_inference_rule(
     source = symbols[n.args[0]]
     dims, matching, counter = _four_dims_matching(source, counter)
     m = module_instance
-    channels = BinConstraintD(m.in_channels, dims[1], op_consistency)
+    channels = cons.BinConstraintD(m.in_channels, dims[1], op_consistency)
     geometry = (m.kernel_size, m.padding, m.stride, m.dilation)
-    conv = CalcConv(output, source, m.out_channels, *geometry, dims)
+    conv = cons.CalcConv(output, source, m.out_channels, *geometry, dims)
     return [matching, channels, conv, *gen_nat_constraints(dims)], counter
 
 
@@ -296,7 +280,7 @@ def maxpool_inference_rule(
     source = symbols[n.args[0]]
     dims, matching, counter = _four_dims_matching(source, counter)
     m = module_instance
-    pool = CalcMaxPool(output, source, m.kernel_size, m.padding, m.stride, m.dilation, dims)
+    pool = cons.CalcMaxPool(output, source, m.kernel_size, m.padding, m.stride, m.dilation, dims)
     return [matching, pool, *gen_nat_constraints(dims)], counter
 
 
@@ -304,15 +288,15 @@ def maxpool_inference_rule(
 
 
 def generate_flatten_constraints(
-    start_dim: int, end_dim: int, input: TVar, flattened: TVar, n: int, counter: int
-) -> tuple[Conj, int]:
+    start_dim: int, end_dim: int, input: cons.TVar, flattened: cons.TVar, n: int, counter: int
+) -> tuple[cons.Conj, int]:
     """The flatten case for an input of rank ``n``: the input gets ``n`` fresh dims and the
     output is their product over ``[start_dim, end_dim]`` (:class:`CalcProduct`)."""
     dims, counter = gen_tensor_dims(n, counter)
     start = n if start_dim == -1 else abs(start_dim)
     stop = n + end_dim + 1 if end_dim < 0 else end_dim + 1
-    product = CalcProduct(start, stop, flattened, dims)
-    return Conj([tensor_eq(input, dims), product, *gen_nat_constraints(dims)]), counter
+    product = cons.CalcProduct(start, stop, flattened, dims)
+    return cons.Conj([tensor_eq(input, dims), product, *gen_nat_constraints(dims)]), counter
 
 
 @register_inference_rule(torch.flatten)
@@ -326,11 +310,11 @@ def flatten_inference_rule(n: Any, symbols: dict, constraints: list, counter: in
         if len(n.args) > position:
             expect(isinstance(n.args[position], int), "int", n.args[position])
             bounds[position - 1] = n.args[position]
-    cases: list[Constraint] = [both_dyn(source, output)]
+    cases: list[cons.Constraint] = [both_dyn(source, output)]
     for rank in range(1, MAX_TENSOR_RANK + 1):
         case, counter = generate_flatten_constraints(*bounds, source, output, rank, counter)
         cases.append(case)
-    return [Disj(cases)], counter
+    return [cons.Disj(cases)], counter
 
 
 @register_inference_rule("reshape")
@@ -343,14 +327,14 @@ def view_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) 
     source = symbols[n.args[0]]
     sizes = [symbols[a] if is_node(a) else a for a in n.args[1:]]
     target: list[Any] = []
-    known: list[Constraint] = []
+    known: list[cons.Constraint] = []
     for size in sizes:
         if size == -1:
             size, counter = gen_dvar(counter)
         target.append(size)
-        known.append(BinConstraintD(size, Dyn, op_neq))
+        known.append(cons.BinConstraintD(size, Dyn, op_neq))
     target_type = TensorType(target)
-    return [tensor_eq(output, target_type), CanReshape(source, target_type), *known], counter
+    return [tensor_eq(output, target_type), cons.CanReshape(source, target_type), *known], counter
 
 
 @register_inference_rule(torch.reshape)
@@ -359,7 +343,10 @@ def reshape_inference_rule(n: Any, symbols: dict, constraints: list, counter: in
     expect_node(n.args[0])
     output, counter = fresh_tensor(n, symbols, counter)
     target_type = TensorType([Dyn if size == -1 else size for size in n.args[1]])
-    return [tensor_eq(output, target_type), CanReshape(symbols[n.args[0]], target_type)], counter
+    return [
+        tensor_eq(output, target_type),
+        cons.CanReshape(symbols[n.args[0]], target_type),
+    ], counter
 
 
 @register_inference_rule("transpose")
@@ -370,12 +357,12 @@ def transpose_inference_rule(n: Any, symbols: dict, constraints: list, counter: 
     expect(isinstance(n.args[2], int), "int", n.args[2])
     output, counter = fresh_tensor(n, symbols, counter)
     source = symbols[n.args[0]]
-    expect(isinstance(source, TVar), "TVar", source)
+    expect(isinstance(source, cons.TVar), "TVar", source)
     by_rank = [
-        Transpose(rank, source, n.args[1], n.args[2], output)
+        cons.Transpose(rank, source, n.args[1], n.args[2], output)
         for rank in range(1, MAX_TENSOR_RANK + 1)
     ]
-    return [Disj([both_dyn(source, output), Disj(by_rank)])], counter
+    return [cons.Disj([both_dyn(source, output), cons.Disj(by_rank)])], counter
 
 
 @register_inference_rule("index_select")
@@ -389,13 +376,13 @@ def index_select_inference_rule(n: Any, symbols: dict, constraints: list, counte
     (length,), counter = gen_tensor_dims(1, counter)
     index_var, source, axis = symbols[n.args[2]], symbols[n.args[0]], n.args[1]
 
-    def per_rank(replacement: Any) -> Disj:
+    def per_rank(replacement: Any) -> cons.Disj:
         ranks = range(1, MAX_TENSOR_RANK + 1)
-        return Disj([IndexSelect(r, source, replacement, axis, output) for r in ranks])
+        return cons.Disj([cons.IndexSelect(r, source, replacement, axis, output) for r in ranks])
 
-    vector = Conj([tensor_eq(index_var, [length]), per_rank(length)])
-    unknown = Conj([BinConstraintT(index_var, Dyn, op_eq), per_rank(Dyn)])
-    return [Disj([vector, unknown])], counter
+    vector = cons.Conj([tensor_eq(index_var, [length]), per_rank(length)])
+    unknown = cons.Conj([cons.BinConstraintT(index_var, Dyn, op_eq), per_rank(Dyn)])
+    return [cons.Disj([vector, unknown])], counter
 
 
 @register_inference_rule("expand")
@@ -406,12 +393,12 @@ def expand_inference_rule(n: Any, symbols: dict, constraints: list, counter: int
     output, counter = fresh_tensor(n, symbols, counter)
     source = symbols[n.args[0]]
     sizes_var, counter = gen_tvar(counter)
-    sizes_nat: list[Constraint] = []
+    sizes_nat: list[cons.Constraint] = []
     for size in n.args[1:]:
         expect(is_node(size) or isinstance(size, int), "Node or int", size)
         if is_node(size):
-            expect(isinstance(symbols[size], DVar), "DVar", symbols[size])
-            sizes_nat.append(BinConstraintD(0, symbols[size], op_leq))
+            expect(isinstance(symbols[size], cons.DVar), "DVar", symbols[size])
+            sizes_nat.append(cons.BinConstraintD(0, symbols[size], op_leq))
     sizes_type = tensor_eq(sizes_var, [s if isinstance(s, int) else symbols[s] for s in n.args[1:]])
     result, counter = gen_broadcasting_constraints(source, sizes_var, symbols, counter, output)
     dims, counter = gen_tensor_dims(len(n.args[1:]), counter)
@@ -429,25 +416,25 @@ def bmm_inference_rule(n: Any, symbols: dict, constraints: list, counter: int) -
     lhs, rhs = symbols[n.args[0]], symbols[n.args[1]]
     dims_l, counter = gen_tensor_dims(3, counter)
     dims_r, counter = gen_tensor_dims(3, counter)
-    is_dyn = [BinConstraintT(v, Dyn, op_eq) for v in (lhs, rhs, output)]
-    all_dyn = Conj(is_dyn)
-    lhs_dyn = Conj(
+    is_dyn = [cons.BinConstraintT(v, Dyn, op_eq) for v in (lhs, rhs, output)]
+    all_dyn = cons.Conj(is_dyn)
+    lhs_dyn = cons.Conj(
         [is_dyn[0], tensor_eq(rhs, dims_r), tensor_eq(output, [dims_r[0], Dyn, dims_r[2]])]
     )
-    rhs_dyn = Conj(
+    rhs_dyn = cons.Conj(
         [is_dyn[1], tensor_eq(lhs, dims_l), tensor_eq(output, [dims_l[0], dims_l[1], Dyn])]
     )
     batch, counter = gen_dvar(counter)
-    tensors = Conj(
+    tensors = cons.Conj(
         [
             tensor_eq(lhs, dims_l),
             tensor_eq(rhs, dims_r),
             tensor_eq(output, [batch, dims_l[1], dims_r[2]]),
-            BinConstraintD(dims_l[0], dims_r[0], op_consistency),
-            DGreatestUpperBound(batch, dims_l[0], dims_r[0]),
+            cons.BinConstraintD(dims_l[0], dims_r[0], op_consistency),
+            cons.DGreatestUpperBound(batch, dims_l[0], dims_r[0]),
         ]
     )
-    return [Disj([all_dyn, lhs_dyn, rhs_dyn, tensors])], counter
+    return [cons.Disj([all_dyn, lhs_dyn, rhs_dyn, tensors])], counter
 
 
 __all__ = [

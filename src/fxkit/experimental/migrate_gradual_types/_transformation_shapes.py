@@ -254,11 +254,11 @@ def gen_lists_of_dims(
     num_tensors: int, dim_size: int, counter: int
 ) -> tuple[list[list[DVar]], int]:
     """``num_tensors`` lists of ``dim_size`` fresh dimension variables each."""
-    lists = []
-    for _ in range(num_tensors):
-        dims, counter = gen_tensor_dims(dim_size, counter)
-        lists.append(dims)
-    return lists, counter
+    # Each call of gen_tensor_dims advances the counter by ``step``, so every list's first
+    # number is known up front.
+    step = max(dim_size, 0)
+    lists = [gen_tensor_dims(dim_size, counter + i * step)[0] for i in range(num_tensors)]
+    return lists, counter + step * max(num_tensors, 0)
 
 
 def create_equality_constraints_for_broadcasting(

@@ -11,50 +11,45 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from fxkit.experimental.migrate_gradual_types.operation import (
-    op_add,
-    op_div,
-    op_eq,
-    op_gt,
-    op_lt,
-    op_mod,
-    op_mul,
-    op_neq,
-    op_sub,
-)
+from fxkit.experimental.migrate_gradual_types import operation as ops
 from fxkit.tensor_type import Dyn, TensorType
 
 __all__ = [
-    "ApplyBroadcasting",
-    "BinConstraintD",
-    "BinConstraintT",
-    "BinaryConstraint",
+    # variables
+    "TVar",
+    "DVar",
     "BVar",
+    # connectives and constants
+    "Conj",
+    "Disj",
+    "T",
+    "F",
+    # binary relations and products
+    "Constraint",
+    "BinaryConstraint",
+    "BinConstraintT",
+    "BinConstraintD",
+    "Prod",
+    # macro constraints, expanded by constraint_transformation
+    "ApplyBroadcasting",
     "CalcConv",
     "CalcMaxPool",
     "CalcProduct",
     "CanReshape",
-    "Conj",
-    "Constraint",
     "DGreatestUpperBound",
-    "Disj",
-    "DVar",
-    "F",
+    "TGreatestUpperBound",
     "GetItem",
     "GetItemTensor",
     "IndexSelect",
-    "Prod",
-    "T",
-    "TGreatestUpperBound",
     "Transpose",
-    "TVar",
+    # predicates on expressions
     "is_algebraic_expression",
     "is_bool_expr",
     "is_dim",
 ]
 
-_ARITHMETIC_OPS = (op_add, op_sub, op_div, op_mul, op_mod)
-_COMPARISON_OPS = (op_gt, op_lt, op_neq, op_eq)
+_ARITHMETIC_OPS = (ops.op_add, ops.op_sub, ops.op_div, ops.op_mul, ops.op_mod)
+_COMPARISON_OPS = (ops.op_gt, ops.op_lt, ops.op_neq, ops.op_eq)
 
 
 def _require(ok: bool, what: str, value: object) -> None:

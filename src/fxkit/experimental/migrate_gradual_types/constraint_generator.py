@@ -78,50 +78,53 @@ from fxkit.experimental.migrate_gradual_types.util import gen_tvar
 from fxkit.tensor_type import Dyn, TensorType
 
 __all__ = [
+    # the generator, and the hook for new rules
     "ConstraintGenerator",
+    "register_inference_rule",
+    # rules for functions and methods (from _generator_rules_functions)
+    "arange_inference_rule",
+    "assert_inference_rule",
+    "broadcasting_inference_rule",
+    "cumsum_inference_rule",
+    "eq_inference_rule",
+    "equality_inference_rule",
+    "full_inference_rule",
+    "gen_broadcasting_constraints",
+    "getitem_inference_rule",
+    "gt_inference_rule",
+    "lt_inference_rule",
+    "masked_fill_inference_rule",
+    "neq_inference_rule",
+    "range_check",
+    "size_inference_rule",
+    "tensor_inference_rule",
+    "torch_dim_inference_rule",
+    "type_inference_rule",
+    # rules for modules and layer-like functions (from _generator_rules_layers)
     "adaptive_inference_rule",
     "add_layer_norm_constraints",
     "add_linear_constraints",
-    "arange_inference_rule",
-    "assert_inference_rule",
     "batchnorm_inference_rule",
     "bmm_inference_rule",
-    "broadcasting_inference_rule",
     "conv2d_inference_rule",
-    "cumsum_inference_rule",
     "embedding_inference_rule",
     "embedding_inference_rule_functional",
-    "eq_inference_rule",
-    "equality_inference_rule",
     "expand_inference_rule",
     "flatten_inference_rule",
-    "full_inference_rule",
-    "gen_broadcasting_constraints",
     "gen_embedding_rules",
     "gen_layer_norm_constraints",
     "generate_flatten_constraints",
     "get_attr_inference_rule",
-    "getitem_inference_rule",
-    "gt_inference_rule",
     "index_select_inference_rule",
     "layer_norm_functional",
     "layer_norm_inference_rule",
     "linear_constraints",
     "linear_inference_rule",
-    "lt_inference_rule",
-    "masked_fill_inference_rule",
     "maxpool_inference_rule",
-    "neq_inference_rule",
-    "range_check",
-    "register_inference_rule",
     "relu_inference_rule",
     "reshape_inference_rule",
-    "size_inference_rule",
-    "tensor_inference_rule",
-    "torch_dim_inference_rule",
     "torch_linear_inference_rule",
     "transpose_inference_rule",
-    "type_inference_rule",
     "view_inference_rule",
 ]
 
@@ -143,6 +146,19 @@ def _is_hashable(x: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _placeholder_type(n: Any) -> Any:
+    """The gradual type a placeholder is bounded by: its tensor annotation, the example's
+    static shape for a parameter passed as input, and ``Dyn`` for anything else."""
+    declared = as_gradual_type(n.type)
+    if declared == Dyn or isinstance(declared, TensorType):
+        return declared
+    if declared != torch.nn.parameter.Parameter:
+        return Dyn
+    if "example_value" in n.meta:
+        return TensorType(n.meta["example_value"].size())
+    raise AssertionError("example_value not in n.meta")
 
 
 class ConstraintGenerator:
@@ -178,17 +194,8 @@ class ConstraintGenerator:
     def _node_placeholder(self, n: Any, counter: int) -> tuple[list[Constraint], int]:
         var, counter = gen_tvar(counter)
         self.symbol_dict[n] = var
-        declared = as_gradual_type(n.type)
-        if declared != Dyn and not isinstance(declared, TensorType):
-            if declared == torch.nn.parameter.Parameter:
-                # A parameter passed as input: its shape is static, taken from the example.
-                if "example_value" not in n.meta:
-                    raise AssertionError("example_value not in n.meta")
-                declared = TensorType(n.meta["example_value"].size())
-            else:
-                declared = Dyn
-        bound = BinConstraintT(declared, var, op_precision)
-        return [bound, BinConstraintT(var, MAX_TENSOR_RANK, op_leq)], counter
+        rank_bound = BinConstraintT(var, MAX_TENSOR_RANK, op_leq)
+        return [BinConstraintT(_placeholder_type(n), var, op_precision), rank_bound], counter
 
     def _node_call_function(self, n: Any, counter: int) -> tuple[list[Constraint], int]:
         rule = _rule_for_target(n.target)

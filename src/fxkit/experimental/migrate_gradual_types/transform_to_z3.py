@@ -17,51 +17,27 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from fxkit.experimental.migrate_gradual_types import constraint as cons
+from fxkit.experimental.migrate_gradual_types import operation as ops
 from fxkit.experimental.migrate_gradual_types import z3_types
-from fxkit.experimental.migrate_gradual_types.constraint import (
-    BinConstraintD,
-    BinConstraintT,
-    BVar,
-    Conj,
-    Constraint,
-    Disj,
-    DVar,
-    F,
-    Prod,
-    T,
-    TVar,
-    is_algebraic_expression,
-    is_bool_expr,
-    is_dim,
-)
 from fxkit.experimental.migrate_gradual_types.constraint_generator import ConstraintGenerator
 from fxkit.experimental.migrate_gradual_types.constraint_transformation import (
     _transform_until_stable,
     transform_constraint,
 )
-from fxkit.experimental.migrate_gradual_types.operation import (
-    op_add,
-    op_div,
-    op_eq,
-    op_gt,
-    op_leq,
-    op_lt,
-    op_mod,
-    op_mul,
-    op_neq,
-    op_sub,
-)
 from fxkit.tensor_type import Dyn, TensorType
 
 __all__ = [
-    "evaluate_conditional_with_constraints",
-    "iterate_till_fixed_point",
-    "transform_algebraic_expression",
+    # entry points
     "transform_all_constraints",
     "transform_all_constraints_trace_time",
-    "transform_dimension",
+    "evaluate_conditional_with_constraints",
+    "iterate_till_fixed_point",
+    # encoders
     "transform_to_z3",
     "transform_var",
+    "transform_dimension",
+    "transform_algebraic_expression",
 ]
 
 HAS_Z3 = z3_types.HAS_Z3
@@ -95,7 +71,9 @@ def _needs_z3(fn: _F) -> _F:
     return guarded  # type: ignore[return-value]
 
 
-def iterate_till_fixed_point(constraints: Constraint, counter: int) -> tuple[Constraint, int]:
+def iterate_till_fixed_point(
+    constraints: cons.Constraint, counter: int
+) -> tuple[cons.Constraint, int]:
     """Apply :func:`~.constraint_transformation.transform_constraint` until the constraint
     stops changing; returns it with the updated counter. Does not need z3."""
     return _transform_until_stable(constraints, counter)
@@ -163,7 +141,7 @@ def _dimension_parts(
     dimension: Any, counter: int, dimension_dict: dict[int, int]
 ) -> tuple[tuple[Any, Any, Any], int]:
     """``(D(known, size), known, size)`` for a dimension, and the updated counter."""
-    if isinstance(dimension, DVar):
+    if isinstance(dimension, cons.DVar):
         flag = dimension_dict.get(dimension.c)
         if flag is None:
             counter += 1
@@ -201,7 +179,7 @@ def _transform_dimension(
 
 def _transform_var(tensor: Any, counter: int, dimension_dict: dict[int, int]) -> tuple[Any, int]:
     """The z3 term of a tensor type: a ``TensorType`` of rank 1-4, ``Dyn``, or a variable."""
-    if isinstance(tensor, TVar):
+    if isinstance(tensor, cons.TVar):
         number = tensor.tvar
         return _memo(("tv", number), lambda: z3.Const(number, z3_types.tensor_type)), counter
     if isinstance(tensor, TensorType):
@@ -222,11 +200,11 @@ def _transform_var(tensor: Any, counter: int, dimension_dict: dict[int, int]) ->
 
 
 _ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
-    op_sub: lambda a, b: a - b,
-    op_add: lambda a, b: a + b,
-    op_div: lambda a, b: a / b,
-    op_mul: lambda a, b: a * b,
-    op_mod: lambda a, b: a % b,
+    ops.op_sub: lambda a, b: a - b,
+    ops.op_add: lambda a, b: a + b,
+    ops.op_div: lambda a, b: a / b,
+    ops.op_mul: lambda a, b: a * b,
+    ops.op_mod: lambda a, b: a % b,
 }
 
 
@@ -234,15 +212,15 @@ def _transform_algebraic_expression(
     expr: Any, counter: int, dimension_dict: dict[int, int]
 ) -> tuple[Any, int]:
     """The z3 integer term of a dimension (its size) or of an arithmetic expression."""
-    if is_dim(expr):
+    if cons.is_dim(expr):
         parts, counter = _dimension_parts(expr, counter, dimension_dict)
         return parts[2], counter
-    if not is_algebraic_expression(expr):
+    if not cons.is_algebraic_expression(expr):
         raise AssertionError("Expected algebraic expression or dimension")
-    if isinstance(expr, Prod):
+    if isinstance(expr, cons.Prod):
         sizes = []
         for d in expr.products:
-            if not is_dim(d):
+            if not cons.is_dim(d):
                 raise AssertionError("Expected dimension in Prod")
             parts, counter = _dimension_parts(d, counter, dimension_dict)
             sizes.append(parts[2])
@@ -258,10 +236,12 @@ def _transform_algebraic_expression(
 # --------------------------------------------------------------------------- formulas
 
 
-def _dimension_disequality(constraint: BinConstraintD, counter: int, dims: dict) -> tuple[Any, int]:
+def _dimension_disequality(
+    constraint: cons.BinConstraintD, counter: int, dims: dict
+) -> tuple[Any, int]:
     lhs_v, rhs_v = constraint.lhs, constraint.rhs
     for label, side in (("lhs", lhs_v), ("rhs", rhs_v)):
-        if not is_dim(side):
+        if not cons.is_dim(side):
             raise AssertionError(f"Expected {label} to be a dimension")
     (_, lhs_known, lhs_size), counter = _dimension_parts(lhs_v, counter, dims)
     (_, rhs_known, rhs_size), counter = _dimension_parts(rhs_v, counter, dims)
@@ -284,12 +264,14 @@ def _dimension_disequality(constraint: BinConstraintD, counter: int, dims: dict)
     ), counter
 
 
-def _dimension_equality(constraint: BinConstraintD, counter: int, dims: dict) -> tuple[Any, int]:
+def _dimension_equality(
+    constraint: cons.BinConstraintD, counter: int, dims: dict
+) -> tuple[Any, int]:
     lhs_v, rhs_v = constraint.lhs, constraint.rhs
-    if isinstance(lhs_v, BVar) and is_bool_expr(rhs_v):
+    if isinstance(lhs_v, cons.BVar) and cons.is_bool_expr(rhs_v):
         rhs, counter = _transform_to_z3(rhs_v, counter, dims)
         return z3.Bool(lhs_v.c) == rhs, counter
-    if is_dim(lhs_v) and is_dim(rhs_v):
+    if cons.is_dim(lhs_v) and cons.is_dim(rhs_v):
         # Two dimensions compare whole encodings ...
         (lhs, _, _), counter = _dimension_parts(lhs_v, counter, dims)
         (rhs, _, _), counter = _dimension_parts(rhs_v, counter, dims)
@@ -301,22 +283,24 @@ def _dimension_equality(constraint: BinConstraintD, counter: int, dims: dict) ->
 
 
 _ORDERINGS: dict[str, Callable[[Any, Any], Any]] = {
-    op_leq: lambda a, b: a <= b,
-    op_gt: lambda a, b: a > b,
-    op_lt: lambda a, b: a < b,
+    ops.op_leq: lambda a, b: a <= b,
+    ops.op_gt: lambda a, b: a > b,
+    ops.op_lt: lambda a, b: a < b,
 }
 
 
-def _dimension_relation(constraint: BinConstraintD, counter: int, dims: dict) -> tuple[Any, int]:
+def _dimension_relation(
+    constraint: cons.BinConstraintD, counter: int, dims: dict
+) -> tuple[Any, int]:
     op = constraint.op
-    if op == op_eq:
+    if op == ops.op_eq:
         return _dimension_equality(constraint, counter, dims)
-    if op == op_neq:
+    if op == ops.op_neq:
         return _dimension_disequality(constraint, counter, dims)
     compare = _ORDERINGS.get(op)
     if compare is None:
         raise NotImplementedError("operation not yet implemented")
-    if not (is_dim(constraint.lhs) and is_dim(constraint.rhs)):
+    if not (cons.is_dim(constraint.lhs) and cons.is_dim(constraint.rhs)):
         raise AssertionError("Expected both lhs and rhs to be dimensions")
     lhs, counter = _transform_algebraic_expression(constraint.lhs, counter, dims)
     rhs, counter = _transform_algebraic_expression(constraint.rhs, counter, dims)
@@ -324,28 +308,28 @@ def _dimension_relation(constraint: BinConstraintD, counter: int, dims: dict) ->
 
 
 def _transform_to_z3(
-    constraint: Constraint, counter: int, dimension_dict: dict[int, int]
+    constraint: cons.Constraint, counter: int, dimension_dict: dict[int, int]
 ) -> tuple[Any, int]:
     """The z3 formula of a transformed constraint (and the updated counter). Only the final
     forms are accepted: and/or, True/False, ``=`` on tensors, and relations on dimensions."""
-    if isinstance(constraint, (Conj, Disj)):
-        is_conj = isinstance(constraint, Conj)
+    if isinstance(constraint, (cons.Conj, cons.Disj)):
+        is_conj = isinstance(constraint, cons.Conj)
         formulas = []
         for member in constraint.conjucts if is_conj else constraint.disjuncts:
             formula, counter = _transform_to_z3(member, counter, dimension_dict)
             formulas.append(formula)
         return (_and if is_conj else _or)(formulas), counter
-    if isinstance(constraint, BinConstraintD):
+    if isinstance(constraint, cons.BinConstraintD):
         return _dimension_relation(constraint, counter, dimension_dict)
-    if isinstance(constraint, BinConstraintT):
-        if constraint.op != op_eq:
+    if isinstance(constraint, cons.BinConstraintT):
+        if constraint.op != ops.op_eq:
             raise NotImplementedError("Method not yet implemented")
         lhs, counter = _transform_var(constraint.lhs, counter, dimension_dict)
         rhs, counter = _transform_var(constraint.rhs, counter, dimension_dict)
         return _equal(lhs, rhs), counter
-    if isinstance(constraint, T):
+    if isinstance(constraint, cons.T):
         return True, counter
-    if isinstance(constraint, F):
+    if isinstance(constraint, cons.F):
         return False, counter
     raise NotImplementedError("Operation not yet implemented")
 
@@ -372,13 +356,13 @@ def transform_all_constraints(traced: torch.nn.Module, counter: int = 0) -> Any:
 def _check_condition(condition: Any) -> None:
     """The constraint of a traced condition must read ``BV(n) = <boolean expression>``."""
     problems = (
-        (not isinstance(condition, BinConstraintD), TypeError(type(condition))),
+        (not isinstance(condition, cons.BinConstraintD), TypeError(type(condition))),
         (
-            not isinstance(getattr(condition, "lhs", None), BVar),
+            not isinstance(getattr(condition, "lhs", None), cons.BVar),
             AssertionError(f"Expected BVar, got {type(getattr(condition, 'lhs', None))}"),
         ),
         (
-            not is_bool_expr(getattr(condition, "rhs", None)),
+            not cons.is_bool_expr(getattr(condition, "rhs", None)),
             AssertionError("Expected bool expression for rhs"),
         ),
     )
