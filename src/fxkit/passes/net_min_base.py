@@ -27,25 +27,16 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from fxkit.graph_module import GraphModule
 from fxkit.node import Node, map_arg
+from fxkit.passes import tools_common
 from fxkit.passes.shape_prop import ShapeProp
 from fxkit.passes.split_utils import split_by_tags
-from fxkit.passes.tools_common import (
-    CALLABLE_NODE_OPS,
-    FxNetAccFusionsFinder,
-    Names,
-    NodeList,
-    NodeSet,
-    TensorOrTensors,
-    Tensors,
-)
+from fxkit.passes.tools_common import CALLABLE_NODE_OPS, Names, NodeList, NodeSet
 
-# Same list as torch.fx; _MinimizerBase and _MinimizerSettingBase are used by name there too.
-__all__ = [
-    "FxNetMinimizerBadModuleError",
-    "FxNetMinimizerRunFuncError",
-    "FxNetMinimizerResultMismatchError",
-]
+# Same names as torch.fx; _MinimizerBase and _MinimizerSettingBase are used by name there too.
+__all__ = ["FxNetMinimizerBadModuleError", "FxNetMinimizerRunFuncError"]
+__all__.append("FxNetMinimizerResultMismatchError")
 
+Tensors, TensorOrTensors = tools_common.Tensors, tools_common.TensorOrTensors
 _LOGGER = logging.getLogger(__name__)
 
 # Searches expected to take at least this many runs get a progress indication.
@@ -73,18 +64,17 @@ class _MinimizerSettingBase:
     ``"sequential"``, ``"binary"``, ``"accumulate"``, ``"block"``, ``"defined"``,
     ``"skip"``. ``find_all``: keep searching after the first culprit.
     ``return_intermediate``: :meth:`_MinimizerBase.run_nodes` outputs every node it ran.
-    ``all_outputs``: compare all outputs of a candidate submodule, not just the target.
-    """
+    ``all_outputs``: compare all outputs of a candidate submodule, not just the target."""
+
+    def __str__(self) -> str:
+        fields = "".join(f"\t{name}: {value}\n" for name, value in vars(self).items())
+        return "FX Minimizer Settings:\n" + fields
 
     accumulate_error: bool = False
     traverse_method: str = "sequential"
     find_all: bool = False
     return_intermediate: bool = False
     all_outputs: bool = False
-
-    def __str__(self) -> str:
-        fields = "".join(f"\t{name}: {value}\n" for name, value in vars(self).items())
-        return "FX Minimizer Settings:\n" + fields
 
 
 class _Attempt(NamedTuple):
@@ -127,6 +117,13 @@ class _Progress:
             self.bar.close()
 
 
+# Report lines of a block search that has narrowed down to one node.
+_LAST_NODE_SUCCESS = (
+    "This is the last node in the sub-module. ",
+    "Search in the current branch is successful with node :",
+)
+
+
 def _is_graph_module(module: object) -> bool:
     import torch
 
@@ -163,21 +160,20 @@ class _MinimizerBase:
         self.compare_fn = compare_fn
         self.exclusion_fn, self.module_exporter = exclusion_fn, module_exporter
 
-        # Values by node name, as produced by run_a / run_b (placeholders: the sample input).
-        self.a_outputs: Dict[str, Any] = {}
-        self.b_outputs: Dict[str, Any] = {}
-        # compare_fn's numeric result per compared output key.
-        self.results: Dict[Any, Any] = {}
-        # One list of report lines per search step.
+        # Search bookkeeping: one list of report lines per step, and (beyond torch.fx)
+        # every candidate run so far, with which nodes and what happened.
+        self.iteration = 0
         self.reports: List[List[str]] = []
-        self.iteration: int = 0
-        # Every candidate run so far (beyond torch.fx): which nodes, and what happened.
         self.tried_nodes: List[_Attempt] = []
         self._progress: Optional[_Progress] = None
+        # Values by node name as produced by run_a / run_b (placeholders: the sample input),
+        # and compare_fn's numeric result per compared output key.
+        self.a_outputs, self.b_outputs = {}, {}  # type: Dict[str, Any], Dict[str, Any]
+        self.results: Dict[Any, Any] = {}
 
         callable_nodes = {n for n in module.graph.nodes if n.op in CALLABLE_NODE_OPS}
         self.run_shape_prop()
-        self.fusions = FxNetAccFusionsFinder(module, callable_nodes)()
+        self.fusions = tools_common.FxNetAccFusionsFinder(module, callable_nodes)()
 
         placeholders = [n.name for n in module.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != len(sample_input):
@@ -297,10 +293,11 @@ class _MinimizerBase:
         """
         submodule = getattr(split_module, submod_name)
         a_input, b_input = self._get_submod_inputs(split_module, submod_name)
-        if not self.reports:
-            self.reports.append([])
-            self.iteration = 1
-        report = self.reports[report_idx if report_idx >= 0 else self.iteration - 1]
+        if self.reports:
+            report = self.reports[self.iteration - 1 if report_idx < 0 else report_idx]
+        else:  # run outside a search: start the first report
+            self.iteration, report = 1, []
+            self.reports.append(report)
         report.append("Run and compare ...")
 
         if output_names and not self.settings.all_outputs:
@@ -308,8 +305,10 @@ class _MinimizerBase:
         result_key = map_arg(_output_node(submodule).args, lambda n: n.name)
 
         try:
-            a_result = self.run_a(submodule, a_input, report_idx)
-            b_result = self.run_b(submodule, b_input, report_idx)
+            a_result, b_result = (
+                self.run_a(submodule, a_input, report_idx),
+                self.run_b(submodule, b_input, report_idx),
+            )
             self._store_outputs(a_result, b_result, submodule)
         except Exception as e:
             message = f"Exception raised when running {submod_name}: {e}"
@@ -370,12 +369,12 @@ class _MinimizerBase:
                 self.reports.append(["All nodes are excluded by user"])
                 return set()
         self.iteration += 1
-        self.reports.append(report)
-        report.append(f"Binary search iteration {self.iteration}")
-        report.append(
+        report += [
+            f"Binary search iteration {self.iteration}",
             f"From node index {start_idx}:{nodes[0].name} to {end_idx - 1}:{nodes[-1].name}. "
-            f"Size of the interested node list is {len(nodes)}"
-        )
+            f"Size of the interested node list is {len(nodes)}",
+        ]
+        self.reports.append(report)
         cur_nodes = set(nodes)
         try:
             self._try_nodes(cur_nodes, [nodes[-1].name])
@@ -386,29 +385,29 @@ class _MinimizerBase:
             self.print_report(report)
             return set()
 
-        if len(nodes) == 1:
-            report.append(
-                "This is the last node in the sub-module. "
-                f"Search in the current branch is successful with culprit = {cur_nodes}."
-            )
-            self.print_report(report)
-            return cur_nodes
+        single = len(nodes) == 1
         report.append(
-            "Proceed to split and lower the halves of the current sub-module individually."
+            "This is the last node in the sub-module. "
+            f"Search in the current branch is successful with culprit = {cur_nodes}."
+            if single
+            else "Proceed to split and lower the halves of the current sub-module individually."
         )
         self.print_report(report)
+        if single:
+            return cur_nodes
         middle = start_idx + len(nodes) // 2
         culprits = self._binary_search_impl(all_nodes, start_idx, middle)
         if culprits and not self.settings.find_all:
             return culprits
         # As in torch.fx, with find_all the right half's result replaces the left half's.
         culprits = self._binary_search_impl(all_nodes, middle, end_idx)
-        if not culprits:
-            report.append(
-                "Further split and lowering found no errors. "
-                f"Unable to minimize the submodule with list of nodes: {nodes}"
-            )
-            self.print_report(report)
+        if culprits:
+            return culprits
+        report.append(
+            f"Further split and lowering found no errors. Unable to minimize the submodule "
+            f"with list of nodes: {nodes}"
+        )
+        self.print_report(report)
         return culprits
 
     def _binary_traverse(self, nodes: NodeList) -> NodeSet:
@@ -487,11 +486,8 @@ class _MinimizerBase:
         except (FxNetMinimizerResultMismatchError, FxNetMinimizerRunFuncError):
             report.append(f"Culprits found from node {first_name} to {last_name}.")
             if converged:
-                report += [
-                    "This is the last node in the sub-module. ",
-                    "Search in the current branch is successful with node :",
-                    f"{start_idx}, node name: {nodes[start_idx].name}.",
-                ]
+                found_at = f"{start_idx}, node name: {nodes[start_idx].name}."
+                report.extend(_LAST_NODE_SUCCESS + (found_at,))
                 self.print_report(report)
                 return start_idx
             # The culprit lies at or before mid (last-node search) / after mid (first-node).
@@ -523,14 +519,12 @@ class _MinimizerBase:
         end: Optional[int] = last
         begin: Optional[int] = 0
 
-        if find_last_node is None or find_last_node:
+        if find_last_node in (None, True):
             summary.append("Start searching for last node in culprit")
             self.print_report(summary)
             end = self._block_traverse_impl(nodes, 0, last, True)
             if end is None:
-                summary.append("No culprits found")
-                self.print_report(summary)
-                return set()
+                return self._report_nothing_found(summary)
             summary += ["Finish Pass 1", f"Find end_idx = {end}:{nodes[end].name}"]
             self.print_report(summary)
 
@@ -540,9 +534,7 @@ class _MinimizerBase:
             # ``end or last``: an end index of 0 searches the whole list, as torch.fx does.
             begin = self._block_traverse_impl(nodes[: last + 1], 0, end or last, False)
             if begin is None:
-                summary.append("No culprits found")
-                self.print_report(summary)
-                return set()
+                return self._report_nothing_found(summary)
             second.append("*" * 50)
             self.reports.append(second)
             second += ["Finish Pass 2", f"Find start_idx = {begin}:{nodes[begin].name}"]
@@ -554,6 +546,11 @@ class _MinimizerBase:
         self.reports.append(result)
         self.print_report(result)
         return set(block)
+
+    def _report_nothing_found(self, summary: List[str]) -> NodeSet:
+        summary.append("No culprits found")
+        self.print_report(summary)
+        return set()
 
     def _defined_traverse(self, nodes: NodeList) -> NodeSet:
         """Lower exactly ``nodes`` (the ``start``..``end`` range) and compare once.
@@ -601,13 +598,11 @@ class _MinimizerBase:
     def _skip_traverse_impl(self, all_nodes: NodeList, start_idx: int, end_idx: int) -> NodeSet:
         """Lower ``all_nodes[start_idx:end_idx]`` (plus fusion partners) as one block."""
         nodes = all_nodes[start_idx:end_idx]
-        cur_nodes = set(nodes)
-        if self.exclusion_fn is not None:
+        # User exclusion replaces fusion widening (as in torch.fx); it edits ``nodes``.
+        with_partners = self.exclusion_fn is None
+        if not with_partners:
             self.exclusion_fn(nodes, start_idx, end_idx)
-            cur_nodes = set(nodes)
-        else:
-            for node in nodes:
-                cur_nodes.update(self.fusions.get(node, ()))
+        cur_nodes = set(nodes).union(*(self.fusions.get(n, ()) for n in nodes if with_partners))
         self.iteration += 1
         report = [
             f" Nodes block {self.iteration}.",
@@ -646,17 +641,12 @@ class _MinimizerBase:
     def _collect_nodes(self, start: Optional[str], end: Optional[str]) -> NodeList:
         """The call nodes from the one named ``start`` through the one named ``end``
         (``None``: from the first / to the last)."""
-        collected: NodeList = []
-        collecting = start is None
-        for node in self.module.graph.nodes:
-            if node.op not in CALLABLE_NODE_OPS:
-                continue
-            collecting = collecting or node.name == start
-            if collecting:
-                collected.append(node)
-            if node.name == end:
-                break
-        return collected
+        calls = [n for n in self.module.graph.nodes if n.op in CALLABLE_NODE_OPS]
+        names = [n.name for n in calls]
+        first = 0 if start is None else names.index(start) if start in names else len(calls)
+        # Stop after the first node named ``end`` (even if it comes before ``start``).
+        stop = names.index(end) + 1 if end in names else len(calls)
+        return calls[first:stop]
 
     def run_nodes(self, start: Optional[str] = None, end: Optional[str] = None) -> None:
         """Lower and compare the nodes from ``start`` to ``end`` as one submodule; prints the

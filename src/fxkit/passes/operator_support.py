@@ -22,27 +22,21 @@ from fxkit._compatibility import compatibility
 from fxkit.node import Node
 from fxkit.passes.tools_common import CALLABLE_NODE_OPS, get_node_target
 
-__all__ = [
-    "OperatorSupportBase",
-    "OperatorSupport",
-    "create_op_support",
-    "chain",
-    "OpSupports",
-    "any_chain",
-]
+__all__ = ["OpSupports", "OperatorSupport", "OperatorSupportBase"]
+__all__ += ["any_chain", "chain", "create_op_support"]
 
-# A node target's typename, as returned by ``get_node_target``.
+# Type aliases. TargetTypeName: a node target's typename, as returned by ``get_node_target``.
+# SupportedArgumentDTypes: the input dtypes one target accepts, as (per-positional-arg dtypes,
+# {kwarg name: dtypes}), or None for "any dtype". IsNodeSupported: a ``(submodules, node)``
+# predicate.
+_DTypes = t.Sequence[torch.dtype]
 TargetTypeName = str
-
-# Supported input dtypes of one target: (per-positional-arg dtypes, {kwarg name: dtypes}), or
-# None for "any dtype".
-SupportedArgumentDTypes = (
-    tuple[t.Sequence[t.Sequence[torch.dtype]], dict[str, t.Sequence[torch.dtype]]] | None
-)
-
+SupportedArgumentDTypes = tuple[t.Sequence[_DTypes], dict[str, _DTypes]] | None
 SupportDict = t.Mapping[TargetTypeName, SupportedArgumentDTypes]
-
 IsNodeSupported = t.Callable[[t.Mapping[str, torch.nn.Module], Node], bool]
+
+# Stands for "typename absent from the support table" (``None`` there means "any dtype").
+_NOT_LISTED = object()
 
 
 @compatibility(is_backward_compatible=False)
@@ -76,11 +70,10 @@ class OperatorSupport(OperatorSupportBase):
         """Look ``node``'s typename up in the table and check its input dtypes."""
         if node.op not in CALLABLE_NODE_OPS:
             return True
-        typename = get_node_target(submodules, node)
-        if typename not in self._support_dict:
+        rule = self._support_dict.get(get_node_target(submodules, node), _NOT_LISTED)
+        if rule is _NOT_LISTED:
             return False
-        rule = self._support_dict[typename]
-        if rule is None:
+        if rule is None:  # any dtype will do
             return True
         arg_rules, kwarg_rules = rule
         node_cls = (Node, type(node))
@@ -100,9 +93,7 @@ def create_op_support(is_node_supported: IsNodeSupported) -> OperatorSupportBase
     """Turn a function ``(submodules, node) -> bool`` into an :class:`OperatorSupportBase`."""
 
     class FunctionalOperatorSupport(OperatorSupportBase):
-        def is_node_supported(
-            self, submodules: t.Mapping[str, torch.nn.Module], node: Node
-        ) -> bool:
+        def is_node_supported(self, submodules: t.Mapping[str, torch.nn.Module], node: Node):
             return is_node_supported(submodules, node)
 
     return FunctionalOperatorSupport()

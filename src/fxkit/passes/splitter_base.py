@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
 from fxkit.graph_module import GraphModule
 from fxkit.node import Node, map_arg
+from fxkit.passes import tools_common
 from fxkit.passes._acc_nodes import (  # noqa: F401 - torch.fx defines these here
     ALL_SUFFIX,
     DUMP_PREFIX,
@@ -39,25 +41,11 @@ from fxkit.passes.graph_manipulation import get_size_of_node
 from fxkit.passes.operator_support import OperatorSupportBase, get_node_target
 from fxkit.passes.shape_prop import ShapeProp
 from fxkit.passes.split_utils import move_non_tensor_nodes_on_boundary, split_by_tags
-from fxkit.passes.tools_common import (
-    CALLABLE_NODE_OPS,
-    FxNetAccFusionsFinder,
-    NodeList,
-    NodeSet,
-    Tensors,
-    is_node_output_tensor,
-)
+from fxkit.passes.tools_common import CALLABLE_NODE_OPS, NodeList, NodeSet, is_node_output_tensor
 
 # Same list as torch.fx; _SplitterBase and _SplitterSettingBase are used by name there too.
-__all__ = [
-    "FxNetAccNodesFinder",
-    "FxNetSplitterInternalError",
-    "Subgraph",
-    "SplitResult",
-    "generate_inputs_for_submodules",
-    "NodeEvent",
-    "NodeEventTracker",
-]
+__all__ = ["FxNetAccNodesFinder", "FxNetSplitterInternalError", "Subgraph", "SplitResult"]
+__all__ += ["generate_inputs_for_submodules", "NodeEvent", "NodeEventTracker"]
 
 DEFAULT_SKIP_FUSION = DEFAULT_ALLOW_NON_TENSOR = False
 DEFAULT_MIN_ACC_MODULE_SIZE = 1
@@ -98,14 +86,12 @@ class _SplitterSettingBase:
     Command-line flags of the same names (``--min-acc-module-size`` ...) take precedence.
     """
 
-    def __init__(
-        self,
-        min_acc_module_size: int = DEFAULT_MIN_ACC_MODULE_SIZE,
-        skip_fusion: bool = DEFAULT_SKIP_FUSION,
-        allow_non_tensor: bool = DEFAULT_ALLOW_NON_TENSOR,
-        max_acc_splits: int = -1,
-        move_non_tensor_nodes_on_boundary: bool = False,
-    ) -> None:
+    # fmt: off
+    def __init__(self, min_acc_module_size: int = DEFAULT_MIN_ACC_MODULE_SIZE,
+                 skip_fusion: bool = DEFAULT_SKIP_FUSION,
+                 allow_non_tensor: bool = DEFAULT_ALLOW_NON_TENSOR, max_acc_splits: int = -1,
+                 move_non_tensor_nodes_on_boundary: bool = False) -> None:
+        # fmt: on
         cli = _command_line_settings()
         # A flag only overrides when given (truthy), matching torch.fx; max_acc_splits is
         # parsed but, as in torch.fx, always taken from the argument.
@@ -141,7 +127,7 @@ class SplitResult(NamedTuple):
 
 
 def generate_inputs_for_submodules(
-    model: torch.nn.Module,
+    model: nn.Module,
     inputs: Sequence[Any],
     target_submodules: Iterable[str],
     deepcopy: bool = False,
@@ -223,14 +209,9 @@ class _SplitterBase:
     (``<non_acc_submodule_name><i>``) submodules, as few as the dependencies allow.
 
     Only call nodes can go to the accelerator. For ``d = sin(a) + cos(a)`` with ``sin`` and
-    ``cos`` supported, the split module is::
-
-        def forward(self, a):
-            _run_on_acc_0 = self._run_on_acc_0(a)
-            getitem = _run_on_acc_0[0]
-            getitem_1 = _run_on_acc_0[1]
-            _run_on_cpu_1 = self._run_on_cpu_1(getitem, getitem_1)
-            return _run_on_cpu_1
+    ``cos`` supported, the split module's ``forward(a)`` calls ``_run_on_acc_0(a)``, unpacks
+    its two results (``getitem``, ``getitem_1``) and returns
+    ``_run_on_cpu_1(getitem, getitem_1)``.
 
     Construction runs :class:`~fxkit.passes.shape_prop.ShapeProp` on ``sample_input`` and
     computes ``acc_nodes``, ``fusions`` (groups that must stay together because they pass
@@ -261,18 +242,17 @@ class _SplitterBase:
             nodes_finder = FxNetAccNodesFinder(module, operator_support, settings.allow_non_tensor)
         self.acc_nodes = nodes_finder()
 
+        # Naming and tagging state, filled in by tag()/split().
+        self.non_acc_submodule_name, self._return_tuple = non_acc_submodule_name, return_tuple
+        self.tags: List[str] = []
+        self._node_submodule_map: Dict[str, str] = {}
+
         self.fusions: Dict[Node, NodeSet] = {}
         if not settings.skip_fusion:
-            self.fusions = FxNetAccFusionsFinder(module, self.acc_nodes)()
+            self.fusions = tools_common.FxNetAccFusionsFinder(module, self.acc_nodes)()
             self._merge_overlapping_fusions()
-
         self.deps = self.find_deps()
         self.update_deps_for_fusions()
-
-        self.non_acc_submodule_name = non_acc_submodule_name
-        self._node_submodule_map: Dict[str, str] = {}
-        self._return_tuple = return_tuple
-        self.tags: List[str] = []
 
     # -- dependencies --------------------------------------------------------------------
 
@@ -332,11 +312,13 @@ class _SplitterBase:
 
     # -- previews ------------------------------------------------------------------------
 
-    def _lower_model_to_backend(self, mod: GraphModule, inputs: Tensors) -> torch.nn.Module:
+    def _lower_model_to_backend(
+        self, mod: GraphModule, inputs: tools_common.Tensors
+    ) -> torch.nn.Module:
         """Lower ``mod`` to the backend (identity here; backends override it)."""
         return mod
 
-    def _find_culprit(self, mod: GraphModule, inputs: Tensors) -> str:
+    def _find_culprit(self, mod: GraphModule, inputs: tools_common.Tensors) -> str:
         """Explain which nodes of ``mod`` broke lowering or running it (backends override)."""
         return "Unable to find a culprit because _find_culprit() function is not implemented."
 
@@ -487,13 +469,12 @@ class _SplitterBase:
         for node, fusion in self.fusions.items():
             if node in done:
                 continue
+            done |= fusion
             shared = set().union(*(deps[m] for m in fusion)) - fusion
-            for member in fusion:
-                deps[member] = shared
-                for producer in member.all_input_nodes:
-                    if producer not in fusion:
-                        deps[producer].update(fusion)
-            done.update(fusion)
+            deps.update(dict.fromkeys(fusion, shared))
+            outside_producers = {p for m in fusion for p in m.all_input_nodes} - fusion
+            for producer in outside_producers:
+                deps[producer] |= fusion
 
     def find_parent_nodes_of_subgraph(self, tag: str) -> NodeSet:
         """Call nodes outside subgraph ``tag`` that feed a node inside it."""
@@ -627,28 +608,29 @@ class _SplitterBase:
                     "Eliminating acc subgraph because it's smaller than the threshold: "
                     f"{len(sg.nodes)} < {minimum}"
                 )
-                if not merged:
-                    sg.is_acc = False
-                    merged.append(sg)
-                else:
-                    merged[-1].nodes.extend(sg.nodes)
-            elif not sg.is_acc and merged and not merged[-1].is_acc:
-                merged[-1].nodes.extend(sg.nodes)
+                if merged:
+                    merged[-1].nodes += sg.nodes
+                    continue
+                sg.is_acc = False
+            # A CPU run right after another CPU run joins it.
+            joins_previous = not sg.is_acc and bool(merged) and not merged[-1].is_acc
+            if joins_previous:
+                merged[-1].nodes += sg.nodes
             else:
                 merged.append(sg)
         return merged
 
     def tag(self, subgraphs: List[Subgraph]) -> None:
         """Set ``node.tag`` to the submodule name of each node's subgraph; fills ``tags``."""
-        self.tags = []
-        for index, sg in enumerate(subgraphs):
-            name = f"_run_on_acc_{index}" if sg.is_acc else f"{self.non_acc_submodule_name}{index}"
-            self.tags.append(name)
+        prefixes = {True: "_run_on_acc_", False: self.non_acc_submodule_name}
+        self.tags = [f"{prefixes[sg.is_acc]}{i}" for i, sg in enumerate(subgraphs)]
+        for name, sg in zip(self.tags, subgraphs):
+            already = next((n for n in sg.nodes if hasattr(n, "tag")), None)
+            if already is not None:
+                raise FxNetSplitterInternalError(f"Node {already} was already tagged")
             for node in sg.nodes:
-                if hasattr(node, "tag"):
-                    raise FxNetSplitterInternalError(f"Node {node} was already tagged")
                 node.tag = name  # type: ignore[attr-defined]
-                self._node_submodule_map[node.name] = name
+            self._node_submodule_map.update((n.name, name) for n in sg.nodes)
 
     def split(self, remove_tag: bool = False) -> GraphModule:
         """Build the split module from the current tags (``remove_tag``: untag afterwards)."""

@@ -28,21 +28,14 @@ from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
 from fxkit.node import Node
 
-__all__ = [
-    "get_acc_ops_name",
-    "get_node_target",
-    "is_node_output_tensor",
-    "FxNetAccFusionsFinder",
-    "legalize_graph",
-    "stable_topological_sort",
-]
+__all__ = ["FxNetAccFusionsFinder", "get_acc_ops_name", "get_node_target"]
+__all__ += ["is_node_output_tensor", "legalize_graph", "stable_topological_sort"]
 
+# Aliases used in signatures across the splitter / minimizer passes.
+NodeList, NodeSet, Names = list[Node], set[Node], list[str]
 Tensors = tuple[torch.Tensor] | list[torch.Tensor]
 TensorOrTensors = torch.Tensor | Tensors
-NodeList = list[Node]
-NodeSet = set[Node]
-Names = list[str]
-CALLABLE_NODE_OPS = {"call_module", "call_function", "call_method"}
+CALLABLE_NODE_OPS = set(("call_module", "call_function", "call_method"))
 
 # The same op kinds in a fixed order, so error messages do not depend on set hashing.
 _CALLABLE_OPS_TEXT = ", ".join(("call_module", "call_function", "call_method"))
@@ -120,10 +113,9 @@ class FxNetAccFusionsFinder:
     """
 
     def __init__(self, module: GraphModule, acc_nodes: NodeSet) -> None:
-        self.module = module
-        self.nodes = list(module.graph.nodes)
-        self.acc_nodes = acc_nodes
-        self.node_index = {node: i for i, node in enumerate(self.nodes)}
+        self.module, self.acc_nodes = module, acc_nodes
+        self.nodes = [*module.graph.nodes]
+        self.node_index = dict(zip(self.nodes, range(len(self.nodes))))
 
     @dataclass
     class FusionGroup:
@@ -138,14 +130,12 @@ class FxNetAccFusionsFinder:
 
         def add_node(self, node: Node) -> None:
             """Make ``node`` a member (once) and queue it for processing."""
-            if node in self.nodes:
-                return
-            self.nodes.add(node)
-            self.nodes_need_process.add(node)
-            self.inputs.discard(node)
-            for arg in node.all_input_nodes:
-                if arg not in self.nodes and _callable(arg):
-                    self.inputs.add(arg)
+            if node not in self.nodes:
+                self.inputs.discard(node)
+                self.nodes.add(node)
+                self.nodes_need_process.add(node)
+                outside = (a for a in node.all_input_nodes if a not in self.nodes)
+                self.inputs.update(filter(_callable, outside))
 
     def recursive_add_node(
         self,
@@ -230,12 +220,7 @@ class FxNetAccFusionsFinder:
             group.add_node(node)
 
     def _grow(self, seed: Node) -> NodeSet:
-        group = self.FusionGroup(
-            top_node_idx=self.node_index[seed],
-            nodes={seed},
-            inputs=set(seed.all_input_nodes),
-            nodes_need_process={seed},
-        )
+        group = self.FusionGroup(self.node_index[seed], {seed}, set(seed.all_input_nodes), {seed})
         while group.nodes_need_process:
             while group.nodes_need_process:
                 node = group.nodes_need_process.pop()
@@ -271,24 +256,17 @@ class FxNetAccFusionsFinder:
 # Runtime-assertion arithmetic and checks: legalize_graph moves these forward as soon as their
 # inputs exist, so the assertions run before any data-dependent op that relies on them.
 _ASSERTION_FIRST_OPS = frozenset(
-    [
-        operator.add,
-        operator.mul,
-        operator.sub,
-        operator.floordiv,
-        operator.truediv,
-        operator.mod,
-        operator.le,
-        operator.lt,
-        operator.ge,
-        operator.gt,
-        operator.eq,
-        operator.ne,
-        torch.ops.aten.sym_constrain_range.default,
-        torch.ops.aten.sym_constrain_range_for_size.default,
-        torch.ops.aten._assert_async.msg,
-        torch.ops.aten.scalar_tensor.default,
-        torch.ops.aten._assert_scalar.default,
+    [getattr(operator, name) for name in "add mul sub floordiv truediv mod".split()]
+    + [getattr(operator, name) for name in "le lt ge gt eq ne".split()]
+    + [
+        getattr(getattr(torch.ops.aten, packet), overload)
+        for packet, overload in (
+            ("sym_constrain_range", "default"),
+            ("sym_constrain_range_for_size", "default"),
+            ("_assert_async", "msg"),
+            ("scalar_tensor", "default"),
+            ("_assert_scalar", "default"),
+        )
     ]
 )
 

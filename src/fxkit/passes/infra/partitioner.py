@@ -47,14 +47,12 @@ class Partition:
     ``order`` is the node's index counted from the end of the graph (``None`` for nodes added
     afterwards, such as ``getitem`` nodes)."""
 
-    def __init__(
-        self,
-        id: int | None = None,
-        nodes: Iterable[Node] | None = None,
-        node_orders: Iterable[int] | None = None,
-    ) -> None:
-        self.id = id
+    # fmt: off
+    def __init__(self, id: int | None = None, nodes: Iterable[Node] | None = None,
+                 node_orders: Iterable[int] | None = None) -> None:
+        # fmt: on
         self.nodes: dict[Node, int | None] = {}
+        self.id = id
         if nodes is None:
             return
         members = list(nodes)
@@ -345,24 +343,19 @@ class CapabilityBasedPartitioner:
     independent ones.
     """
 
-    def __init__(
-        self,
-        graph_module: GraphModule,
-        operator_support: OperatorSupportBase,
-        allows_single_node_partition: bool = False,
-        non_compute_ops: Sequence[str] | None = None,
-        allowed_single_node_partition_ops: Sequence[str] | None = None,
-        skip_horizontal_fusion: bool = False,
-    ) -> None:
-        self.graph_module = graph_module
-        self.operator_support = operator_support
+    # fmt: off
+    def __init__(self, graph_module: GraphModule, operator_support: OperatorSupportBase,
+                 allows_single_node_partition: bool = False,
+                 non_compute_ops: Sequence[str] | None = None,
+                 allowed_single_node_partition_ops: Sequence[str] | None = None,
+                 skip_horizontal_fusion: bool = False) -> None:
+        # fmt: on
+        self.graph_module, self.operator_support = graph_module, operator_support
+        # The op-name lists are copied (``None``: empty) so later edits by the caller
+        # do not change this partitioner.
+        self.non_compute_ops = list(non_compute_ops or ())
+        self.allowed_single_node_partition_ops = list(allowed_single_node_partition_ops or ())
         self.allows_single_node_partition = allows_single_node_partition
-        self.non_compute_ops = list(non_compute_ops) if non_compute_ops is not None else []
-        self.allowed_single_node_partition_ops = (
-            list(allowed_single_node_partition_ops)
-            if allowed_single_node_partition_ops is not None
-            else []
-        )
         self.skip_horizontal_fusion = skip_horizontal_fusion
         self._submodules: dict | None = None
 

@@ -53,10 +53,7 @@ def _hold(holder: Module, name: str, value: Any) -> None:
 
 
 def lift_subgraph_as_module(
-    gm: GraphModule,
-    subgraph: Graph,
-    comp_name: str = "",
-    class_name: str = "GraphModule",
+    gm: GraphModule, subgraph: Graph, comp_name: str = "", class_name: str = "GraphModule"
 ) -> Tuple[GraphModule, Dict[str, str]]:
     """Make a GraphModule running ``subgraph``, whose nodes were copied from ``gm``'s graph.
 

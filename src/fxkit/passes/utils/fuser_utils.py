@@ -96,15 +96,16 @@ def validate_partition(partition: NodeList) -> bool:
 
 
 def _check_fusable(gm: GraphModule, nodes: NodeList) -> None:
+    # (is the node unusable?, what to say) - checked in this order, as torch.fx does.
+    problems = (
+        (lambda n: n.graph.owning_module is not gm, "doesn't belong to passed in graph module {}"),
+        (lambda n: n._erased, "has been removed from owning graph"),
+        (lambda n: n.graph is not gm.graph, "is not found in graph module {}"),
+    )
     for node in nodes:
-        if node.graph.owning_module is not gm:
-            raise AssertionError(
-                f"{node} doesn't belong to passed in graph module {gm._get_name()}"
-            )
-        if node._erased:
-            raise AssertionError(f"{node} has been removed from owning graph")
-        if node.graph is not gm.graph:
-            raise AssertionError(f"{node} is not found in graph module {gm._get_name()}")
+        for is_bad, text in problems:
+            if is_bad(node):
+                raise AssertionError(f"{node} " + text.format(gm._get_name()))
 
 
 def _graph_like(graph: Any) -> Any:
@@ -146,15 +147,13 @@ def _copy_out(
     return subgraph, tuple(stand_ins), tuple(escaping)
 
 
+# fmt: off
 @compatibility(is_backward_compatible=False)
-def fuse_as_graphmodule(
-    gm: GraphModule,
-    nodes: NodeList,
-    module_name: str,
-    partition_lookup_table: dict[Node, int | None] | None = None,
-    *,
-    always_return_tuple: bool = False,
-) -> tuple[GraphModule, tuple[Node, ...], tuple[Node, ...]]:
+def fuse_as_graphmodule(gm: GraphModule, nodes: NodeList, module_name: str,
+                        partition_lookup_table: dict[Node, int | None] | None = None, *,
+                        always_return_tuple: bool = False,
+                        ) -> tuple[GraphModule, tuple[Node, ...], tuple[Node, ...]]:
+    # fmt: on
     """Copy ``nodes`` of ``gm`` (topologically sorted) out into a new GraphModule named
     ``module_name``. The parent graph is not changed.
 
@@ -188,14 +187,12 @@ def _fuse_checked(
     return _lift(gm, subgraph, module_name), inputs, outputs
 
 
+# fmt: off
 @compatibility(is_backward_compatible=False)
-def insert_subgm(
-    gm: GraphModule,
-    sub_gm: GraphModule,
-    orig_inputs: tuple[Node, ...],
-    orig_outputs: tuple[Node, ...],
-    insertion_point: Node | None = None,
-) -> GraphModule:
+def insert_subgm(gm: GraphModule, sub_gm: GraphModule, orig_inputs: tuple[Node, ...],
+                 orig_outputs: tuple[Node, ...], insertion_point: Node | None = None,
+                 ) -> GraphModule:
+    # fmt: on
     """Install ``sub_gm`` in ``gm`` (under its class name) and call it right after
     ``insertion_point`` (default: the last node of ``orig_outputs`` in the graph) with
     ``orig_inputs``; users of ``orig_outputs`` then read the call's results (through
@@ -365,13 +362,12 @@ class _FusedSoFar:
             self.spans.place[user] = lo
 
 
+# fmt: off
 @compatibility(is_backward_compatible=False)
-def fuse_by_partitions(
-    gm: GraphModule,
-    partitions: list[dict[Node, int | None]],
-    prefix: str = "fused_",
-    always_return_tuple: bool = False,
-) -> GraphModule:
+def fuse_by_partitions(gm: GraphModule, partitions: list[dict[Node, int | None]],
+                       prefix: str = "fused_", always_return_tuple: bool = False,
+                       ) -> GraphModule:
+    # fmt: on
     """Fuse each partition (a dict whose keys are nodes of ``gm``) into a submodule
     ``<prefix><index>`` called where the partition's last node was, then sort the graph
     topologically (stably), lint it and return ``gm`` (changed in place).
