@@ -10,33 +10,30 @@ __all__ = ["to_mermaid"]
 
 # Mermaid reads ``#code;`` entities inside quoted labels; these characters would otherwise end
 # the label, open markup or start a comment.
-_ENTITIES = {
-    '"': "#quot;",
-    "#": "#35;",
-    "<": "#lt;",
-    ">": "#gt;",
-    "&": "#amp;",
-    "`": "#96;",
-    "\n": " ",
-    "\r": " ",
-}
+_ESCAPES = str.maketrans(
+    dict(zip('"#<>&`\n\r', ("#quot;", "#35;", "#lt;", "#gt;", "#amp;", "#96;", " ", " ")))
+)
 _SHAPES = {
     "placeholder": ('(["', '"])'),
     "output": ('(["', '"])'),
     "get_attr": ('[("', '")]'),
 }
+# classDef styles, in the order they are emitted: fill colour per op, one shared stroke.
 _CLASSES = {
-    "placeholder": "fill:#f0f8ff,stroke:#555",
-    "output": "fill:#b0e0e6,stroke:#555",
-    "call_module": "fill:#fffacd,stroke:#555",
-    "get_attr": "fill:#d3d3d3,stroke:#555",
-    "call_function": "fill:#e8f4ea,stroke:#555",
-    "call_method": "fill:#f3e8f4,stroke:#555",
+    op: f"fill:{fill},stroke:#555"
+    for op, fill in (
+        ("placeholder", "#f0f8ff"),
+        ("output", "#b0e0e6"),
+        ("call_module", "#fffacd"),
+        ("get_attr", "#d3d3d3"),
+        ("call_function", "#e8f4ea"),
+        ("call_method", "#f3e8f4"),
+    )
 }
 
 
 def _label(text: str) -> str:
-    return "".join(_ENTITIES.get(ch, ch) for ch in text)
+    return text.translate(_ESCAPES)
 
 
 def to_mermaid(gm_or_graph: Any, *, direction: str = "TD", scopes: bool = True) -> str:

@@ -291,17 +291,14 @@ def _cost_if_merged(
 # --- kl_based -------------------------------------------------------------------------------
 
 
-def _move(
-    leaving: Optional[Node], arriving: Optional[Node], home: Partition, away: Partition
-) -> None:
+def _move(leaving: Optional[Node], arriving: Optional[Node], home: Partition,
+          away: Partition) -> None:  # fmt: skip
     """Send ``leaving`` from ``home`` to ``away`` and ``arriving`` from ``away`` to ``home``
     (either may be None)."""
-    if leaving is not None:
-        home.remove_node(leaving)
-        away.add_node(leaving)
-    if arriving is not None:
-        home.add_node(arriving)
-        away.remove_node(arriving)
+    for node, source, destination in ((leaving, home, away), (arriving, away, home)):
+        if node is not None:
+            source.remove_node(node)
+            destination.add_node(node)
 
 
 class _KLSearch:

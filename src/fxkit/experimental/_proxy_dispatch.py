@@ -108,9 +108,7 @@ class ProxyTorchDispatchMode(TorchDispatchMode):
                  decomposition_table: Optional[Mapping[Any, Callable[..., Any]]] = None
                  ) -> None:  # fmt: skip
         super().__init__(torch._C.DispatchKey.PreDispatch if pre_dispatch else None)
-        self.tracer = tracer
-        self.tracing_mode = tracing_mode
-        self.pre_dispatch = pre_dispatch
+        self.tracer, self.tracing_mode, self.pre_dispatch = tracer, tracing_mode, pre_dispatch
         self._allow_fake_constant = _allow_fake_constant
         self._error_on_data_dependent_ops = _error_on_data_dependent_ops
         self._mode_key = _PROXY_KEY
@@ -134,23 +132,25 @@ class ProxyTorchDispatchMode(TorchDispatchMode):
         return super().__enter__()
 
     def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> Any:
-        result = super().__exit__(exc_type, exc_value, tb)
-        parked = self.enter_stack.pop()
-        if parked is not None:
-            _push_mode(parked)
-        return result
+        try:
+            return super().__exit__(exc_type, exc_value, tb)
+        finally:
+            # Bring back the proxy mode parked by __enter__, if any.
+            parked = self.enter_stack.pop()
+            if parked is not None:
+                _push_mode(parked)
 
     @contextmanager
     def enable_decompositions(self, decomposition_table: Optional[Mapping[Any, Any]]
                               ) -> Iterator[Mapping[Any, Any]]:  # fmt: skip
         """Within the block, decompose with ``decomposition_table`` instead."""
-        table = decomposition_table or {}
-        self._decomposition_table_stack.append(self.decomposition_table)
-        self.decomposition_table = table
+        stack = self._decomposition_table_stack
+        stack.append(self.decomposition_table)
+        self.decomposition_table = decomposition_table or {}
         try:
-            yield table
+            yield self.decomposition_table
         finally:
-            self.decomposition_table = self._decomposition_table_stack.pop()
+            self.decomposition_table = stack.pop()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Tuple[Any, ...] = (),
                            kwargs: Optional[Dict[str, Any]] = None) -> Any:  # fmt: skip
@@ -271,10 +271,9 @@ class ProxyTorchDispatchMode(TorchDispatchMode):
                          kwargs: Dict[str, Any]) -> Any:  # fmt: skip
         # x * 1 is x: no node, and no guard from comparing with 1.
         if func is operator.mul:
-            if isinstance(args[1], int) and args[1] == 1:
-                return args[0]
-            if isinstance(args[0], int) and args[0] == 1:
-                return args[1]
+            for kept, other in ((0, 1), (1, 0)):
+                if isinstance(args[other], int) and args[other] == 1:
+                    return args[kept]
         if kwargs:
             raise AssertionError("Expected no keyword arguments")
         out = func(*args)
@@ -329,6 +328,19 @@ def _sympy_handlers() -> Dict[Any, Callable[..., Any]]:
     return table
 
 
+_NOT_LITERAL = object()
+
+
+def _sympy_literal(expr: Any) -> Any:
+    """``expr`` as a Python number when it is one (or a sympy constant), else a sentinel."""
+    if isinstance(expr, (int, float, bool)):
+        return expr
+    for flag, convert in (("is_Integer", int), ("is_Float", float)):
+        if getattr(expr, flag):
+            return convert(expr)
+    return _NOT_LITERAL
+
+
 def _rebuild_sym(tracer: Any, expr: Any, out: Any = None) -> Any:
     """Recover how an untracked SymInt (``out``, whose expression is ``expr``) derives from
     tracked symbols, registering that computation for ``out``; ``None`` if it cannot.
@@ -338,20 +350,12 @@ def _rebuild_sym(tracer: Any, expr: Any, out: Any = None) -> Any:
     known = tracer.sympy_expr_tracker.get(expr)
     if known is not None:
         return known.value
-    if isinstance(expr, (int, float, bool)):
-        return expr
-    if expr.is_Integer:
-        return int(expr)
-    if expr.is_Float:
-        return float(expr)
-    parts = []
-    for sub in expr.args:
-        value = _rebuild_sym(tracer, sub)
-        if value is None:
-            return None
-        parts.append(value)
+    literal = _sympy_literal(expr)
+    if literal is not _NOT_LITERAL:
+        return literal
     compute = _sympy_handlers().get(expr.func)
-    if compute is None:
+    parts = [_rebuild_sym(tracer, sub) for sub in expr.args]
+    if compute is None or any(part is None for part in parts):
         return None
     if out is None:
         return compute(*parts)

@@ -113,15 +113,8 @@ class PartitionResult(NamedTuple):
 # --- helpers over lists of partitions -------------------------------------------------------
 
 
-def reset_partition_device(partitions: List[Partition]) -> None:
-    """Clear every partition's ``logical_device_ids``."""
-    for p in partitions:
-        p.logical_device_ids = []
-
-
-def combine_two_partitions(
-    partition_0: Partition, partition_1: Partition, partitions: List[Partition]
-) -> None:
+def combine_two_partitions(partition_0: Partition, partition_1: Partition,
+                           partitions: List[Partition]) -> None:  # fmt: skip
     """Replace ``partition_0`` and ``partition_1`` in ``partitions`` by one partition holding
     both node sets, appended at the end; ids, parents and children are then recomputed."""
     merged = Partition(len(partitions))
@@ -131,6 +124,13 @@ def combine_two_partitions(
         partitions.remove(absorbed)
     partitions.append(merged)
     reorganize_partitions(partitions)
+
+
+def reset_partition_device(partitions: List[Partition]) -> None:
+    """Clear every partition's ``logical_device_ids``."""
+    # A fresh list each: device-id lists may be shared between partitions.
+    for partition in partitions:
+        partition.logical_device_ids = []
 
 
 def set_parents_and_children(partitions: List[Partition]) -> None:
@@ -279,12 +279,8 @@ class Partitioner:
         self.partitions: List[Partition] = []
         self.node_to_partition: Dict[Node, int] = {}
 
-    def partition_graph(
-        self,
-        fx_module: GraphModule,
-        torch_module: torch.nn.Module,
-        partitioner_config: PartitionerConfig,
-    ) -> PartitionResult:
+    def partition_graph(self, fx_module: GraphModule, torch_module: torch.nn.Module,
+                        partitioner_config: PartitionerConfig) -> PartitionResult:  # fmt: skip
         """Partition ``fx_module`` (whose nodes need ShapeProp's ``tensor_meta``) as
         ``partitioner_config`` says and return the :class:`PartitionResult`.
 

@@ -62,26 +62,31 @@ def embedding_override(self: torch.nn.Embedding, input: torch.Tensor) -> torch.T
     return torch.empty(*input.shape, self.weight.shape[-1], device="meta")
 
 
+def _same_metadata(meta: torch.Tensor) -> torch.Tensor:
+    # Shape-preserving ops: the input's meta tensor already describes the result.
+    return meta
+
+
 def nn_layernorm_override(self: torch.nn.LayerNorm, input: torch.Tensor) -> torch.Tensor:
     """Metadata of ``nn.LayerNorm``: shaped like its input."""
-    return input
+    return _same_metadata(input)
 
 
 def torch_relu_override(x: torch.Tensor) -> torch.Tensor:
     """Metadata of ``torch.relu``: shaped like its input."""
-    return x
+    return _same_metadata(x)
 
 
 def torch_nn_relu_override(self: torch.nn.ReLU, x: torch.Tensor) -> torch.Tensor:
     """Metadata of ``nn.ReLU``: shaped like its input."""
-    return x
+    return _same_metadata(x)
 
 
 def functional_relu_override(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Metadata of ``F.relu`` (out of place only)."""
-    if inplace:
-        raise AssertionError("don't support inplace functional.relu for metatensor analysis")
-    return x
+    if not inplace:
+        return _same_metadata(x)
+    raise AssertionError("don't support inplace functional.relu for metatensor analysis")
 
 
 def torch_where_override(condition: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -195,9 +200,7 @@ class MetaAttribute(MetaProxy):
     """``meta_proxy.name``: a ``call_method`` when called, else a ``getattr`` node on use."""
 
     def __init__(self, root: MetaProxy, attr: str) -> None:
-        self.root = root
-        self.attr = attr
-        self.tracer = root.tracer
+        self.root, self.attr, self.tracer = root, attr, root.tracer
         self._node: Optional[Node] = None
 
     @property

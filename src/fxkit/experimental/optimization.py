@@ -263,26 +263,37 @@ mkldnn_map: dict[type, Callable[[Any, Any], nn.Module]] = dict(
 )
 
 
+def _module_calls(nodes: Iterable[Node]) -> Iterator[Node]:
+    """The ``call_module`` nodes among ``nodes`` (their targets checked to be strings)."""
+    for node in nodes:
+        if node.op == "call_module":
+            if isinstance(node.target, str):
+                yield node
+            else:
+                raise AssertionError(f"Expected str target, got {type(node.target)}")
+
+
+def _mkldnn_counterpart(module: nn.Module) -> nn.Module | None:
+    """``module`` converted by its ``mkldnn_map`` entry (float weights), or None."""
+    factory = mkldnn_map.get(type(module))
+    converted = None if factory is None else factory(module, torch.float)
+    if converted is None or isinstance(converted, nn.Module):
+        return converted
+    raise AssertionError(f"Expected nn.Module, got {type(converted)}")
+
+
 def modules_to_mkldnn(
     nodes: list[Node], modules: dict[str, nn.Module]
 ) -> dict[nn.Module, nn.Module]:
     """Swap each module called by ``nodes`` that has an MKLDNN counterpart for it; returns
     ``{mkldnn module: copy of the original}`` so :func:`reset_modules` can undo the swap."""
     originals: dict[nn.Module, nn.Module] = {}
-    for node in nodes:
-        if node.op != "call_module":
-            continue
-        if not isinstance(node.target, str):
-            raise AssertionError(f"Expected str target, got {type(node.target)}")
+    for node in _module_calls(nodes):
         current = modules[node.target]
-        factory = mkldnn_map.get(type(current))
-        if factory is None:
-            continue
-        converted = factory(current, torch.float)
-        if not isinstance(converted, nn.Module):
-            raise AssertionError(f"Expected nn.Module, got {type(converted)}")
-        originals[converted] = copy.deepcopy(current)
-        replace_node_module(node, modules, converted)
+        converted = _mkldnn_counterpart(current)
+        if converted is not None:
+            originals[converted] = copy.deepcopy(current)
+            replace_node_module(node, modules, converted)
     return originals
 
 
@@ -291,11 +302,7 @@ def reset_modules(
 ) -> None:
     """Put back the original of every module swapped by :func:`modules_to_mkldnn` that
     ``nodes`` call."""
-    for node in nodes:
-        if node.op != "call_module":
-            continue
-        if not isinstance(node.target, str):
-            raise AssertionError(f"Expected str target, got {type(node.target)}")
+    for node in _module_calls(nodes):
         original = old_modules.get(modules[node.target])
         if original is not None:
             replace_node_module(node, modules, original)
@@ -315,9 +322,10 @@ class MklSubgraph:
 def _seconds(fn: Callable[[], object], iters: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
+    timed_calls = itertools.repeat(fn, iters)
     start = time.time()
-    for _ in range(iters):
-        fn()
+    for call in timed_calls:
+        call()
     return time.time() - start
 
 

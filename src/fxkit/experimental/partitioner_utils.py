@@ -187,20 +187,27 @@ PartitionMode.__doc__ = (
 )
 
 
+# Shorthands for the table-valued fields of PartitionerConfig.
+_DeviceList = List["Device"]
+_LatencyTable = Dict[Node, "NodeLatency"]
+_PlacementTable = Dict[Node, int]
+_DeviceIdTable = Dict[int, List[int]]
+
+
 class PartitionerConfig(NamedTuple):
     """Input to ``Partitioner.partition_graph``: the devices, the mode, and what the mode
     needs (``transfer_rate_bytes_per_sec`` and ``node_to_latency_mapping`` for cost_aware and
     kl_based; the two ``*_mapping`` dicts for aot_based). ``saturate_host`` replicates the
     partitions onto idle devices afterwards."""
 
-    devices: List[Device]
+    devices: _DeviceList
     mode: PartitionMode = PartitionMode.size_based  # type: ignore[valid-type]
     # What cost_aware and kl_based read:
     transfer_rate_bytes_per_sec: float = 0.0
-    node_to_latency_mapping: Dict[Node, NodeLatency] = {}
+    node_to_latency_mapping: _LatencyTable = {}
     # What aot_based reads:
-    node_to_partition_mapping: Dict[Node, int] = {}
-    partition_to_logical_device_mapping: Dict[int, List[int]] = {}
+    node_to_partition_mapping: _PlacementTable = {}
+    partition_to_logical_device_mapping: _DeviceIdTable = {}
     saturate_host: bool = False
 
 
@@ -322,11 +329,9 @@ def get_comm_latency_between(
     return total / transfer_rate_bytes_per_sec
 
 
-def get_latency_of_partitioned_graph(
-    partitions: List[Partition],
-    partition_to_latency_mapping: Dict[Partition, PartitionLatency],
-    transfer_rate_bytes_per_sec: float,
-) -> float:
+def get_latency_of_partitioned_graph(partitions: List[Partition],
+                                     partition_to_latency_mapping: Dict[Partition, PartitionLatency],
+                                     transfer_rate_bytes_per_sec: float) -> float:  # fmt: skip
     """Latency of the slowest chain of partitions, from one without parents to one without
     children: partition latencies plus the communication between consecutive ones."""
     # Every partition reachable from a root, each edge's comm latency computed once.

@@ -15,6 +15,7 @@ weakly) and does the least per-op work that still yields torch's graph.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -49,19 +50,11 @@ from fxkit.traceback import _preserving
 
 aten = torch.ops.aten
 
-__all__ = [
-    "PythonKeyTracer",
-    "dispatch_trace",
-    "make_fx",
-    "DecompositionInterpreter",
-    "selective_decompose",
-    "py_sym_types",
-    "get_innermost_proxy_mode",
-    "get_proxy_mode",
-    "handle_sym_dispatch",
-    "maybe_enable_thunkify",
-    "maybe_disable_thunkify",
-]
+# Public names, grouped: the capture entry points, then decomposition, then mode helpers.
+__all__ = ["make_fx", "dispatch_trace", "PythonKeyTracer"]
+__all__ += ["DecompositionInterpreter", "selective_decompose", "py_sym_types"]
+__all__ += ["get_proxy_mode", "get_innermost_proxy_mode", "handle_sym_dispatch"]
+__all__ += ["maybe_enable_thunkify", "maybe_disable_thunkify"]
 
 # Also importable from here, as from torch's module.
 set_original_aten_op = _proxy_dispatch.set_original_aten_op
@@ -310,18 +303,19 @@ def _result_proxy(tracer: Any, value: Any) -> Any:
     return value
 
 
-@contextmanager
-def _autocast_cache_off() -> Iterator[None]:
+class _AutocastCacheOff(contextlib.ContextDecorator):
+    """Turn torch's autocast cache off for a block (usable as a decorator too)."""
+
     # The autocast cache hands out casts of parameters made outside the trace: untracked.
-    saved = torch.is_autocast_cache_enabled()
-    torch.set_autocast_cache_enabled(False)
-    try:
-        yield
-    finally:
-        torch.set_autocast_cache_enabled(saved)
+    def __enter__(self) -> None:
+        self._was_on = torch.is_autocast_cache_enabled()
+        torch.set_autocast_cache_enabled(False)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        torch.set_autocast_cache_enabled(self._was_on)
 
 
-disable_autocast_cache = _autocast_cache_off
+disable_autocast_cache = _AutocastCacheOff
 
 
 def get_torch_dispatch_modes() -> List[Any]:
@@ -356,9 +350,8 @@ class _MakeFx:
 
             table[aten.sym_numel.default] = sym_numel
         self.decomposition_table = table
-        self.tracing_mode = tracing_mode
+        self.tracing_mode, self.pre_dispatch = tracing_mode, pre_dispatch
         self.allow_non_fake_inputs = allow_non_fake_inputs
-        self.pre_dispatch = pre_dispatch
         self.allow_fake_constant = allow_fake_constant
         self.error_on_data_dependent_ops = error_on_data_dependent_ops
         self.record_stack_traces = record_stack_traces
@@ -411,7 +404,7 @@ class _MakeFx:
             raise NotImplementedError(
                 "make_fx(pre_dispatch=True) is not implemented by fxkit: torch's pre-dispatch "
                 "mode stack admits only torch.fx's ProxyTorchDispatchMode; trace with "
-                "torch.fx.experimental.proxy_tensor.make_fx and convert with "
+                "torch's own make_fx (torch.fx's experimental.proxy_tensor) and convert with "
                 "fxkit.interop.from_torch_fx"
             )
         import torch._dynamo  # noqa: F401  (imported before any mode is active, as torch does)
@@ -450,7 +443,7 @@ class _MakeFx:
 
                 stack.enter_context(enable_python_dispatcher())
             stack.enter_context(mode)
-            stack.enter_context(_autocast_cache_off())
+            stack.enter_context(_AutocastCacheOff())
             gm = dispatch_trace(
                 wrap_key(func, args, tracer, self.pre_dispatch),
                 tracer=tracer,
@@ -461,20 +454,13 @@ class _MakeFx:
         return gm
 
 
-def make_fx(
-    f: Callable[..., Any],
-    decomposition_table: Optional[Mapping[Any, Callable[..., Any]]] = None,
-    tracing_mode: str = "real",
-    _allow_non_fake_inputs: bool = False,
-    *,
-    pre_dispatch: bool = False,
-    record_module_stack: bool = False,
-    _allow_fake_constant: bool = False,
-    _error_on_data_dependent_ops: bool = True,
-    record_stack_traces: bool = False,
-    proxy_module_inputs: bool = False,
-    _disable_torch_fn_metadata_mode: bool = False,
-) -> Callable[..., GraphModule]:
+def make_fx(f: Callable[..., Any],
+            decomposition_table: Optional[Mapping[Any, Callable[..., Any]]] = None,
+            tracing_mode: str = "real", _allow_non_fake_inputs: bool = False, *,
+            pre_dispatch: bool = False, record_module_stack: bool = False,
+            _allow_fake_constant: bool = False, _error_on_data_dependent_ops: bool = True,
+            record_stack_traces: bool = False, proxy_module_inputs: bool = False,
+            _disable_torch_fn_metadata_mode: bool = False) -> Callable[..., GraphModule]:  # fmt: skip
     """Return a function that traces ``f`` on its arguments into an aten-level GraphModule.
 
     ``tracing_mode``: ``"real"`` (run real kernels), ``"fake"`` (fake tensors, static

@@ -1,6 +1,6 @@
 """Record the calls that change a ``ShapeEnv`` and replay them into a fresh one.
 
-A ``ShapeEnv`` (torch's, from ``torch.fx.experimental.symbolic_shapes``, reached through
+A ``ShapeEnv`` (torch's own, from its ``experimental.symbolic_shapes`` module under torch.fx, reached through
 :mod:`fxkit.interop`) created with ``should_record_events=True`` keeps, in ``.events``, one
 event per state-changing method call, starting with its own construction. Replaying that list
 builds a ShapeEnv in the same state, or in the state it had after any prefix of the list;
@@ -114,6 +114,19 @@ def _run_event(event: Any, shape_env: Any = None) -> Any:
     return event.f(*args, **kwargs)
 
 
+def _recorded_method_is(predicate_name: str, method_name: str) -> Callable[[Any], bool]:
+    """A predicate method ``predicate_name``: does this event record ShapeEnv's
+    ``method_name``?"""
+
+    def predicate(self: Any) -> bool:
+        return self.name == method_name
+
+    predicate.__name__ = predicate_name
+    predicate.__qualname__ = f"ShapeEnvEvent.{predicate_name}"
+    predicate.__doc__ = f"Whether this event records ``ShapeEnv.{method_name}``."
+    return predicate
+
+
 @dataclass
 class ShapeEnvEvent:
     """One recorded call: ``f(*args, **kwargs)`` where the first argument is the ShapeEnv.
@@ -140,17 +153,14 @@ class ShapeEnvEvent:
     def __str__(self) -> str:
         return f"event: {self.name or self.f.__name__} ({self.args}, {self.kwargs})"
 
-    def is_create_fx_call_function(self) -> bool:
-        """Whether this records ``ShapeEnv._create_fx_call_function``."""
-        return self.name == "_create_fx_call_function"
-
-    def is_evaluate_expr(self) -> bool:
-        """Whether this records ``ShapeEnv.evaluate_expr`` (a guard)."""
-        return self.name == "evaluate_expr"
-
-    def is_defer_runtime_assert(self) -> bool:
-        """Whether this records ``ShapeEnv.guard_or_defer_runtime_assert``."""
-        return self.name == "guard_or_defer_runtime_assert"
+    # Predicates on which ShapeEnv method was recorded.
+    is_create_fx_call_function = _recorded_method_is(
+        "is_create_fx_call_function", "_create_fx_call_function"
+    )
+    is_evaluate_expr = _recorded_method_is("is_evaluate_expr", "evaluate_expr")
+    is_defer_runtime_assert = _recorded_method_is(
+        "is_defer_runtime_assert", "guard_or_defer_runtime_assert"
+    )
 
 
 def _the_shape_env_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -268,9 +278,19 @@ class FakeTensorMeta(_TorchRecording.FakeTensorMeta):
     ``tensor_size``, ``tensor_stride``, ``tensor_storage_offset``, ``is_nested``.
     """
 
+    @staticmethod
+    def from_fake(fake: torch.Tensor) -> FakeTensorMeta:
+        """The metadata of (fake) tensor ``fake``."""
+        layout = (fake.size(), fake.stride(), fake.storage_offset())
+        return FakeTensorMeta(*layout, fake.is_nested)
+
     def size(self) -> tuple[int | torch.SymInt, ...]:
         """The recorded sizes."""
         return self.tensor_size
+
+    def dim(self) -> int:
+        """The number of dimensions."""
+        return len(self.size())
 
     def stride(self) -> tuple[int | torch.SymInt, ...]:
         """The recorded strides."""
@@ -279,15 +299,6 @@ class FakeTensorMeta(_TorchRecording.FakeTensorMeta):
     def storage_offset(self) -> int | torch.SymInt:
         """The recorded storage offset."""
         return self.tensor_storage_offset
-
-    def dim(self) -> int:
-        """The number of dimensions."""
-        return len(self.tensor_size)
-
-    @staticmethod
-    def from_fake(fake: torch.Tensor) -> FakeTensorMeta:
-        """The metadata of (fake) tensor ``fake``."""
-        return FakeTensorMeta(fake.size(), fake.stride(), fake.storage_offset(), fake.is_nested)
 
 
 class NotEqualError(_TorchRecording.NotEqualError):
@@ -314,12 +325,8 @@ def _stable_str(value: Any) -> str:
     return str(value)
 
 
-def shape_env_check_state_equal(
-    env1: Any,
-    env2: Any,
-    non_state_variable_names: tuple[str, ...],
-    map_value: Callable[[str, object], object],
-) -> None:
+def shape_env_check_state_equal(env1: Any, env2: Any, non_state_variable_names: tuple[str, ...],
+                                map_value: Callable[[str, object], object]) -> None:  # fmt: skip
     """Raise :class:`NotEqualError` unless ``env1`` and ``env2`` have the same state.
 
     The state is every instance attribute except ``non_state_variable_names``; each pair of

@@ -1,7 +1,7 @@
 """Symbolic scalars: the node inside every ``SymInt``/``SymFloat``/``SymBool``, and the tables
 that say what each of their operators means.
 
-``SymNode`` here **is torch's own class** (``torch.fx.experimental.sym_node.SymNode``, reached
+``SymNode`` here **is torch's own class** (the ``SymNode`` of torch.fx's ``experimental.sym_node``, reached
 through :mod:`fxkit.interop`): torch's C++ ``SymInt`` only accepts that class, and torch installs
 the magic methods on ``SymInt``/``SymFloat``/``SymBool`` itself when it is imported, so this
 module installs nothing. ``DynamicInt`` is torch's class for the same reason (``torch.compile``
@@ -69,17 +69,9 @@ def _symbolic_math_function(name: str) -> Callable[[Any], Any]:
     return sym_function
 
 
-sym_sqrt = _symbolic_math_function("sqrt")
-sym_cos = _symbolic_math_function("cos")
-sym_cosh = _symbolic_math_function("cosh")
-sym_sin = _symbolic_math_function("sin")
-sym_sinh = _symbolic_math_function("sinh")
-sym_tan = _symbolic_math_function("tan")
-sym_tanh = _symbolic_math_function("tanh")
-sym_asin = _symbolic_math_function("asin")
-sym_acos = _symbolic_math_function("acos")
-sym_atan = _symbolic_math_function("atan")
-sym_log2 = _symbolic_math_function("log2")
+# One module-level name per function, in _MATH_FUNCTION_NAMES order.
+(sym_sqrt, sym_cos, sym_cosh, sym_sin, sym_sinh, sym_tan, sym_tanh, sym_asin, sym_acos, sym_atan,
+ sym_log2) = map(_symbolic_math_function, _MATH_FUNCTION_NAMES)  # fmt: skip
 
 __all__ = [
     "SymNode",

@@ -7,7 +7,7 @@ z3 whether some assignment of the symbols makes every target guard true but some
 false; if so a simplification was wrong and :class:`ValidationException` shows the model.
 
 The switches (:func:`translation_validation_enabled`, :func:`translation_validation_timeout`)
-read torch's ``torch.fx.experimental._config``, the config torch's ShapeEnv obeys. The solver
+read torch's ``experimental._config`` (under torch.fx), the config torch's ShapeEnv obeys. The solver
 machinery (:class:`TranslationValidator`, :class:`SympyToZ3`, :class:`PopulateValidator`,
 :func:`z3op`, :func:`z3str`) needs the optional z3 package (``pip install fxkit[z3]``); without
 it this module still imports and those names raise an ImportError naming the extra.
@@ -151,7 +151,7 @@ def __getattr__(name: str) -> Any:
 
 # --- the z3 machinery ----------------------------------------------------------------------------
 # Defined whether or not z3 is installed (it is only touched when called); the public names
-# are bound at the end of this section only when it is, as in torch.fx.
+# are bound at the end of this section only when it is, as torch.fx does.
 
 
 def _require_z3() -> Any:
@@ -566,9 +566,9 @@ class _TranslationValidator:
             e = self.to_z3_boolean_expr(e)
         if not isinstance(e, z3.BoolRef):
             raise AssertionError(f"Expected z3.BoolRef, got {type(e)}")
-        if e not in self._assertions:
+        if e not in self._assertions:  # re-adding a known fact is a silent no-op
             log.debug("add assertion: %s", _z3str(e))
-        self._assertions.add(e)
+            self._assertions.add(e)
 
     def validate(self) -> None:
         """Raise :class:`ValidationException` if some assignment satisfies the assertions and
@@ -605,10 +605,8 @@ class _TranslationValidator:
 
 
 if _HAS_Z3:
-    z3str = _z3str
-    z3op = _z3op
-    PopulateValidator = _PopulateValidator
-    SympyToZ3 = _SympyToZ3
+    z3str, z3op = _z3str, _z3op
+    PopulateValidator, SympyToZ3 = _PopulateValidator, _SympyToZ3
     TranslationValidator = _TranslationValidator
 
 
@@ -630,29 +628,26 @@ def bisect(shape_env: Any) -> None:
     def moved(env: Any, fake: Any) -> Any:
         # The same value with its symbols rebound to ``env``: simplifying with a ShapeEnv
         # "from the future" (more replacements) would hide the failure being searched.
-        if isinstance(fake, int):
-            return fake
         if isinstance(fake, (torch.SymInt, torch.SymFloat)):
             return type(fake)(fake.node.with_shape_env(env))
+        if isinstance(fake, int):
+            return fake
         if not isinstance(fake, _torch_recording_fake_meta()):
             raise AssertionError(f"Expected FakeTensorMeta, got {type(fake)}")
-        return FakeTensorMeta(
-            tuple(moved(env, s) for s in fake.size()),
-            tuple(moved(env, s) for s in fake.stride()),
-            moved(env, fake.storage_offset()),
-            fake.is_nested,
+        sizes, strides = (
+            tuple(moved(env, d) for d in dims) for dims in (fake.size(), fake.stride())
         )
+        return FakeTensorMeta(sizes, strides, moved(env, fake.storage_offset()), fake.is_nested)
 
     def failure_of(env: Any, tracked_fakes: Any) -> Any:
         if tracked_fakes is None:
             raise AssertionError("tracked_fakes is None")
+        rebound = [moved(env, tracked.fake) for tracked in tracked_fakes]
+        sources = [tracked.source for tracked in tracked_fakes]
+        contexts = [tracked.symbolic_context for tracked in tracked_fakes]
         try:
             # Best effort: equality constraints between inputs are not reconstructed.
-            env.produce_guards(
-                [moved(env, fake.fake) for fake in tracked_fakes],
-                [fake.source for fake in tracked_fakes],
-                input_contexts=[fake.symbolic_context for fake in tracked_fakes],
-            )
+            env.produce_guards(rebound, sources, input_contexts=contexts)
         except _torch_validator.ValidationException as failure:
             return failure
         return None

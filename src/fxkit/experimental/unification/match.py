@@ -94,13 +94,21 @@ def match(*signature: Any, **kwargs: Any) -> Callable[[Callable], Dispatcher]:
     dispatcher_cls = kwargs.get("Dispatcher", Dispatcher)
 
     def decorate(func: Callable) -> Dispatcher:
-        dispatcher = namespace.get(func.__name__)
-        if dispatcher is None:
-            dispatcher = namespace[func.__name__] = dispatcher_cls(func.__name__)
-        dispatcher.add(signature, func)
-        return dispatcher
+        name = func.__name__
+        try:
+            existing = namespace[name]
+        except KeyError:
+            existing = namespace[name] = dispatcher_cls(name)
+        existing.add(signature, func)
+        return existing
 
     return decorate
+
+
+def _without_renamings(substitution: dict[Any, Any]) -> dict[Any, Any]:
+    # Variable-to-variable bindings are renamings; they do not make a pattern less specific.
+    renaming = {key for key, value in substitution.items() if isvar(key) and isvar(value)}
+    return {key: substitution[key] for key in substitution if key not in renaming}
 
 
 def supercedes(a: Any, b: Any) -> bool:
@@ -108,11 +116,7 @@ def supercedes(a: Any, b: Any) -> bool:
     if isvar(b) and not isvar(a):
         return True
     substitution = _unify_or_false(a, b)
-    if substitution is False:
-        return False
-    # Variable-to-variable bindings are renamings; they do not make ``a`` less specific.
-    binding = {k: v for k, v in substitution.items() if not (isvar(k) and isvar(v))}
-    return reify(a, binding) == a
+    return substitution is not False and reify(a, _without_renamings(substitution)) == a
 
 
 def edge(a: Any, b: Any, tie_breaker: Callable[[Any], int] = hash) -> bool:

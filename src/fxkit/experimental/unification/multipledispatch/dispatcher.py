@@ -3,6 +3,7 @@ specific of several registered implementations; ``MethodDispatcher`` does the sa
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import warnings
@@ -221,10 +222,8 @@ class Dispatcher:
     @property
     def ordering(self) -> list[tuple[type, ...]]:
         """The registered signatures, most specific first."""
-        try:
-            return self._ordering
-        except AttributeError:
-            return self.reorder()
+        cached = getattr(self, "_ordering", None)
+        return self.reorder() if cached is None else cached
 
     def reorder(self, on_ambiguity: Callable[..., None] = ambiguity_warn) -> list:
         """Recompute :attr:`ordering` now, reporting ambiguities to ``on_ambiguity``."""
@@ -257,10 +256,8 @@ class Dispatcher:
         candidates = self.dispatch_iter(*types)
         next(candidates)
         for func in candidates:
-            try:
+            with contextlib.suppress(MDNotImplementedError):
                 return func(*args, **kwargs)
-            except MDNotImplementedError:
-                continue
         raise NotImplementedError(
             f"Matching functions for {self.name}: <{str_signature(types)}> found, "
             "but none completed successfully"
