@@ -624,3 +624,15 @@ def test_module_targets_resolve_like_getattr(fx):
     assert torch.equal(neg, x_val)
     root.inner.neg = torch.nn.ReLU()  # a replaced submodule is seen on the next run
     assert torch.equal(interp.run(x_val)[1], torch.relu(x_val))
+
+
+def test_a_failing_traced_node_notes_the_users_line():
+    def f(x):
+        y = torch.relu(x)
+        return y @ y  # the failing line
+
+    gm = symbolic_trace(f)
+    with pytest.raises(RuntimeError) as info:
+        Interpreter(gm).run(torch.randn(2, 3))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "node 'matmul'" in notes and "# the failing line" in notes

@@ -316,6 +316,10 @@ class Interpreter:
             f"in {type(self).__name__}: node {node.name!r} "
             f"(op={node.op}, target={_describe_target(node.target)})"
         )
+        source = node.meta.get("fxkit_source")
+        if source and not node.meta.get("stack_trace"):
+            # the user's line that created the node (torch.fx's text above has no trace)
+            note += " created at:\n" + source.rstrip()
         if hasattr(e, "add_note"):
             e.add_note(note)
         else:  # Python 3.10: no notes; keep the text on the exception
