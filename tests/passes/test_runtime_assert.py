@@ -345,3 +345,99 @@ def test_example_value_key_same_as_torch():
     assert [sorted(n.meta) for n in ours.graph.nodes] == [
         sorted(n.meta) for n in theirs.graph.nodes
     ]
+
+
+# --- fxkit's own make_fx output -------------------------------------------------------------
+# The pass reads ``meta["unbacked_bindings"]``, so running it on fxkit's make_fx output checks
+# that fxkit's tracer binds unbacked symbols exactly where torch's does.
+
+
+def _outer_fake(make):
+    """make_fx("real") on inputs the user fakified under their own FakeTensorMode."""
+
+    def trace(f, *args):
+        mode = FakeTensorMode(shape_env=ShapeEnv())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mode:
+                fake = [mode.from_tensor(a) for a in args]
+                gm = make(f)(*fake)
+        return gm, mode.shape_env
+
+    return trace
+
+
+def _own_mode(make, tracing_mode):
+    """make_fx building its own fake mode; the ShapeEnv is the placeholders' one."""
+
+    def trace(f, *args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gm = make(f, tracing_mode=tracing_mode)(*args)
+        first = next(n for n in gm.graph.nodes if n.op == "placeholder")
+        return gm, first.meta["val"].fake_mode.shape_env
+
+    return trace
+
+
+MAKE_FX_SETUPS = {"outer-fake": _outer_fake, "fake": lambda mk: _own_mode(mk, "fake"),
+                  "symbolic": lambda mk: _own_mode(mk, "symbolic")}  # fmt: skip
+
+
+def _bindings(gm):
+    return [
+        (n.name, {str(s): path for s, path in n.meta["unbacked_bindings"].items()})
+        for n in gm.graph.nodes
+        if "unbacked_bindings" in n.meta
+    ]
+
+
+def _pass_on_both_make_fx(case, setup):
+    from fxkit.experimental.proxy_tensor import make_fx as fxkit_make_fx
+
+    f, make_args = CASES[case]
+    theirs, their_env = MAKE_FX_SETUPS[setup](make_fx)(f, *make_args())
+    ours, our_env = MAKE_FX_SETUPS[setup](fxkit_make_fx)(f, *make_args())
+    assert isinstance(ours, fxkit.GraphModule)
+    assert _bindings(ours) == _bindings(theirs)
+    torch_insert_asserts(theirs, their_env, "test")
+    theirs.recompile()
+    insert_deferred_runtime_asserts(ours, our_env, "test")
+    ours.recompile()
+    return theirs, ours
+
+
+@pytest.mark.parametrize("setup", list(MAKE_FX_SETUPS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_fxkit_make_fx_same_asserts_as_torch(case, setup):
+    theirs, ours = _pass_on_both_make_fx(case, setup)
+    assert ours.code == theirs.code
+    assert [n.name for n in ours.graph.nodes] == [n.name for n in theirs.graph.nodes]
+    args = CASES[case][1]()
+    torch.testing.assert_close(ours(*args), theirs(*args))
+
+
+def test_fxkit_make_fx_binds_item_and_nonzero_under_user_fake_mode():
+    theirs, ours = _pass_on_both_make_fx("item_bounds", "outer-fake")
+    assert len(_assert_nodes(ours)) == len(_assert_nodes(theirs)) == 4
+    _, ours = _pass_on_both_make_fx("nonzero", "outer-fake")
+    (bound,) = [n for n in ours.graph.nodes if "unbacked_bindings" in n.meta]
+    assert bound.target is aten.nonzero.default
+
+
+@pytest.mark.parametrize(
+    "case, bad_args",
+    [
+        ("item_bounds", lambda: (torch.tensor(1), torch.randn(3, 2))),
+        ("nonzero", lambda: (torch.tensor([0, 0, 5]), torch.randn(5, 2))),
+        ("two_items", lambda: (torch.tensor([6, 9]),)),
+        ("masked", lambda: (torch.tensor([1.0, 2.0, 3.0]),)),
+    ],
+    ids=["item-too-small", "nonzero-count", "product", "masked-even"],
+)
+def test_fxkit_make_fx_asserts_fire_on_bad_inputs(case, bad_args):
+    theirs, ours = _pass_on_both_make_fx(case, "outer-fake")
+    with pytest.raises(RuntimeError) as their_error:
+        theirs(*bad_args())
+    with pytest.raises(type(their_error.value)):
+        ours(*bad_args())

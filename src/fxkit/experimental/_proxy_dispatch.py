@@ -38,10 +38,10 @@ from fxkit.experimental._proxy_track import (
     _set_node_meta,
     _sym_origin,
     _track,
+    record_unbacked_bindings,
     thunkify,
 )
 from fxkit.graph import Graph
-from fxkit.node import Node
 from fxkit.traceback import _preserving
 
 aten = torch.ops.aten
@@ -259,9 +259,7 @@ class ProxyTorchDispatchMode(TorchDispatchMode):
         ):
             with unset_fake_temporarily():
                 constant = func(*_constants_of(args, by_id), **_constants_of(kwargs, by_id))
-        if fake_mode is not None and fake_mode.shape_env is not None:
-            if fake_mode.shape_env.pending_fresh_unbacked_symbols:
-                _bind_unbacked(out, node)
+        record_unbacked_bindings(out, node)
         _track(out, node, constant, tracer)
         return out
 
@@ -474,18 +472,6 @@ def _all_small(out: Any) -> bool:
     if isinstance(out, (list, tuple)):
         return all(_all_small(x) for x in out)
     return True
-
-
-def _bind_unbacked(out: Any, node: Node) -> None:
-    """Record which output sizes introduce fresh unbacked symbols (``.item()``, ``nonzero``)."""
-    fake_mode = torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE)
-    if fake_mode is None or fake_mode.shape_env is None:
-        return  # torch reads the mode on the dispatch stack, not the trace's own
-    from fxkit.interop import torch_symbolic_shapes
-
-    bindings = torch_symbolic_shapes().compute_unbacked_bindings(fake_mode.shape_env, out)
-    if bindings:
-        node.meta["unbacked_bindings"] = bindings
 
 
 __all__ = ["ProxyTorchDispatchMode", "set_original_aten_op"]

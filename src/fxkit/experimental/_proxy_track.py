@@ -320,9 +320,41 @@ def _as_node(p: Any) -> Any:
     return p
 
 
+_FAKE_KEY = torch._C._TorchDispatchModeKey.FAKE
+
+
+def record_unbacked_bindings(out: Any, node: Any) -> None:
+    """If producing ``out`` minted unbacked symbols (``.item()``, ``nonzero``), file where
+    each one sits in ``out`` under ``node.meta["unbacked_bindings"]``.
+
+    The symbols are looked up in the shape env of the fake mode on the dispatch stack, as
+    torch does: that is the user's own mode when they fakified the inputs themselves. Only
+    the outermost result of an op is bound: the per-element ``getitem`` nodes are not.
+    """
+    fake_mode = torch._C._get_dispatch_mode(_FAKE_KEY)
+    shape_env = getattr(fake_mode, "shape_env", None) if fake_mode is not None else None
+    if shape_env is None or not (
+        shape_env.pending_fresh_unbacked_symbols or shape_env.ignorable_fresh_unbacked_symbols
+    ):
+        return  # the common case, kept off the hot path; torch's helper would do nothing
+    from fxkit.interop import torch_symbolic_shapes
+
+    # Also consumes the pending list, so a later op does not claim these symbols.
+    paths = torch_symbolic_shapes().compute_unbacked_bindings(shape_env, out)
+    if not paths:
+        return
+    if isinstance(node, Proxy):
+        node = node.node
+    if not isinstance(node, Node):
+        raise AssertionError(f"Expected Proxy, got {node}")
+    node.meta["unbacked_bindings"] = paths
+
+
 def track_tensor_tree(inner_res: Any, proxy_res: Any, *, constant: Any, tracer: Any) -> Any:
     """Associate each tensor/SymInt in ``inner_res`` with the matching proxy in ``proxy_res``
-    (a Proxy, or a structure of them shaped like ``inner_res``); returns ``inner_res``."""
+    (a Proxy, or a structure of them shaped like ``inner_res``); returns ``inner_res``.
+    Fresh unbacked symbols in ``inner_res`` are bound on ``proxy_res``'s node."""
+    record_unbacked_bindings(inner_res, proxy_res)
     _track(inner_res, _as_node(proxy_res), constant, tracer)
     return inner_res
 
