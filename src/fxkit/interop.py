@@ -33,6 +33,7 @@ __all__ = [
     "torch_fx_node_class",
     "torch_fx_unification_var_class",
     "torch_fx_side_effectful",
+    "torch_make_fx",
 ]
 
 
@@ -209,3 +210,18 @@ def torch_fx_side_effectful() -> set:
     import torch.fx.node as fx_node
 
     return fx_node._side_effectful_functions
+
+
+def torch_make_fx(f: Callable[..., Any], **options: Any) -> Callable[..., GraphModule]:
+    """torch's own ``make_fx(f, **options)``, its result converted to an fxkit GraphModule.
+
+    For the tracing modes fxkit's make_fx does not implement itself (``pre_dispatch=True``:
+    torch's pre-dispatch mode stack accepts only torch's own proxy mode class)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    traced = make_fx(f, **options)
+
+    def run(*args: Any) -> GraphModule:
+        return from_torch_fx(traced(*args))
+
+    return run

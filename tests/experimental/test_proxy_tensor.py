@@ -367,10 +367,23 @@ def test_proxy_mode_helpers_outside_a_trace():
     _both_raise(AssertionError, lambda impl: impl.handle_sym_dispatch(torch.add, (1, 2), {}))
 
 
-def test_pre_dispatch_not_implemented():
-    # torch admits only its own proxy-mode class on the pre-dispatch mode stack.
-    with pytest.raises(NotImplementedError, match="pre_dispatch"):
-        fpt.make_fx(torch.sin, pre_dispatch=True)(torch.randn(2))
+def test_pre_dispatch_traces_through_torch_and_returns_an_fxkit_module():
+    # torch admits only its own proxy-mode class on the pre-dispatch mode stack, so fxkit
+    # hands this mode to torch's make_fx (through interop) and converts the result.
+    def f(x, w):
+        with torch.no_grad():
+            y = x * 2
+        return torch.nn.functional.linear(y, w).relu()
+
+    x, w = torch.randn(2, 3), torch.randn(4, 3)
+    ours = fpt.make_fx(f, pre_dispatch=True)(x, w)
+    theirs = tpt.make_fx(f, pre_dispatch=True)(x, w)
+    assert isinstance(ours, fxkit.GraphModule)
+    assert ours.code == theirs.code
+    assert [(n.op, n.name, n.target) for n in ours.graph.nodes] == [
+        (n.op, n.name, n.target) for n in theirs.graph.nodes
+    ]
+    torch.testing.assert_close(ours(x, w), f(x, w))
 
 
 def test_public_names():

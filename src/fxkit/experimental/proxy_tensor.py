@@ -399,14 +399,6 @@ class _MakeFx:
         return pytree.tree_map(convert, args)
 
     def trace(self, f: Callable[..., Any], *args: Any) -> GraphModule:
-        if self.pre_dispatch:
-            # torch accepts only its own proxy-mode class on the pre-dispatch mode stack.
-            raise NotImplementedError(
-                "make_fx(pre_dispatch=True) is not implemented by fxkit: torch's pre-dispatch "
-                "mode stack admits only torch.fx's ProxyTorchDispatchMode; trace with "
-                "torch's own make_fx (torch.fx's experimental.proxy_tensor) and convert with "
-                "fxkit.interop.from_torch_fx"
-            )
         import torch._dynamo  # noqa: F401  (imported before any mode is active, as torch does)
 
         placeholders = pytree.tree_map(lambda _: PH, args)
@@ -471,6 +463,18 @@ def make_fx(f: Callable[..., Any],
     """
     if tracing_mode not in ("real", "fake", "symbolic"):
         raise AssertionError(f"tracing_mode must be real/fake/symbolic, got {tracing_mode}")
+    if pre_dispatch:
+        # torch's pre-dispatch mode stack admits only torch's own proxy mode class: trace with
+        # torch's make_fx (through interop) and convert the result to an fxkit GraphModule.
+        from fxkit.interop import torch_make_fx
+
+        return torch_make_fx(
+            f, decomposition_table=decomposition_table, tracing_mode=tracing_mode,
+            _allow_non_fake_inputs=_allow_non_fake_inputs, pre_dispatch=True,
+            record_module_stack=record_module_stack, _allow_fake_constant=_allow_fake_constant,
+            _error_on_data_dependent_ops=_error_on_data_dependent_ops,
+            record_stack_traces=record_stack_traces,
+        )  # fmt: skip
     # torch's make_fx records module stacks only for a torch.compile'd module (``_orig_mod``).
     if (record_module_stack and hasattr(f, "_orig_mod")) or proxy_module_inputs:
         raise NotImplementedError(
