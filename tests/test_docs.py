@@ -243,7 +243,9 @@ def test_snippets_run(page: str, tmp_path: Path, monkeypatch) -> None:
     text = (DOCS / page).read_text()
     for module in _REQUIRES.findall(text):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{page} documents {module}, which is not installed/written yet")
+            # an optional extra may be missing on a developer machine; fxkit's own may not
+            assert not module.startswith("fxkit"), f"{page} documents missing {module}"
+            pytest.skip(f"{page} documents {module}, an optional package not installed here")
     monkeypatch.chdir(tmp_path)  # recipes write files (saved graphs, HTML)
     torch.manual_seed(0)
     namespace: dict = {"__name__": f"docs.{page}"}
