@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from fxkit._codegen_body import qualified_name
 from fxkit._compatibility import compatibility
 from fxkit.drawing.dot import DotCluster, DotEdge, DotGraph, DotNode, record_escape
 from fxkit.operator_schemas import normalize_function
@@ -68,28 +69,14 @@ def _dot_classes() -> tuple[Callable, Callable, Callable, Callable]:
 
 
 def _qualified_name(fn: Any) -> str:
-    """Dotted name of a callable target, spelled the way torch.fx spells it."""
+    """Dotted name of a callable target, spelled the way generated code spells it."""
     name = getattr(fn, "__name__", None)
     if name is None:
         return type(fn).__qualname__
-    builtins_mod = __builtins__ if isinstance(__builtins__, dict) else vars(__builtins__)
-    if builtins_mod.get(name) is fn:
-        return name
-    if getattr(torch.Tensor, name, None) is fn or (
-        getattr(fn, "__module__", None) == "torch._tensor"
-        and getattr(fn, "__qualname__", None) == f"Tensor.{name}"
-    ):
-        return f"torch.Tensor.{name}"
-    module = getattr(fn, "__module__", None)
-    if module is None:
-        module = next(
-            (m.__name__ for m in (torch, torch.nn.functional) if getattr(m, name, None) is fn),
-            "",
-        )
-    module = module.replace("torch._ops", "torch.ops")
-    if module == "torch" and name == "segment_reduce":
-        name = "_segment_reduce"
-    return f"{module}.{name}" if module else name
+    if name == "<lambda>":
+        # codegen reads a lambda's source to name it; a label needs no source
+        return f"{getattr(fn, '__module__', None) or ''}.<lambda>".lstrip(".")
+    return qualified_name(fn).lstrip(".")
 
 
 def _color_key(target: Any) -> str:
