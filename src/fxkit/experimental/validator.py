@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from fxkit import interop
+from fxkit.experimental._z3 import HAS_Z3 as _HAS_Z3
+from fxkit.experimental._z3 import z3
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
 from fxkit.interpreter import Interpreter
@@ -44,16 +46,6 @@ _ALWAYS_NAMES = (
 )
 
 
-def _load_z3() -> Any:
-    try:
-        import z3  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return z3
-
-
-z3 = _load_z3()
-_HAS_Z3 = z3 is not None
 __all__ = [*(_Z3_NAMES if _HAS_Z3 else ()), *_ALWAYS_NAMES]
 
 # torch's switches: its ShapeEnv decides from them whether to build a validator at all.

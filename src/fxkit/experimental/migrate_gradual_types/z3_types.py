@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fxkit.experimental._z3 import HAS_Z3, z3
+
 _Z3_NAMES = ("D", "dim", "dyn", "dyn_type", "tensor_type", "z3_dyn")
 
 MISSING_Z3_MESSAGE = (
@@ -42,16 +44,6 @@ def _declare_sorts(z3: Any) -> tuple[Any, ...]:
     return dim.dim, dim, dyn, dyn_type, tensor_type, tensor_type.Dyn(dyn_type)
 
 
-def _load_z3() -> Any:
-    try:
-        import z3  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return z3
-
-
-z3 = _load_z3()
-HAS_Z3 = z3 is not None
 if HAS_Z3:
     D, dim, dyn, dyn_type, tensor_type, z3_dyn = _declare_sorts(z3)
 
