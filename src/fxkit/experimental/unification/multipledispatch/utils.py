@@ -7,16 +7,9 @@ import itertools
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
+from fxkit.experimental.unification.utils import raises  # the same helper, shared
+
 __all__ = ["raises", "expand_tuples", "reverse_dict", "groupby", "typename"]
-
-
-def raises(err: type[BaseException], lamda: Callable[[], object]) -> bool:
-    """Whether calling ``lamda()`` raises ``err`` (other exceptions propagate)."""
-    try:
-        lamda()
-    except err:
-        return True
-    return False
 
 
 def expand_tuples(L: Sequence[Any]) -> list[tuple[Any, ...]]:
