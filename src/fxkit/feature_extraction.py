@@ -23,12 +23,11 @@ import re
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from torch import nn
 
 from fxkit._symbolic_trace import Tracer
 from fxkit.graph import Graph
-from fxkit.graph_module import GraphModule
+from fxkit.graph_module import GraphModule, _copy_attrs
 
 __all__ = ["get_graph_node_names", "create_feature_extractor", "DualGraphModule"]
 
@@ -182,13 +181,9 @@ class DualGraphModule(GraphModule):
         eval_graph: Graph,
         class_name: str = "GraphModule",
     ) -> None:
-        holder = Graph()  # both graphs' targets are copied below; start from an empty one
-        holder.output(None)
-        super().__init__(root, holder, class_name)
-        for graph in (train_graph, eval_graph):
-            for node in graph.nodes:
-                if node.op in ("get_attr", "call_module") and not _has_path(self, node.target):
-                    _copy_path(root, self, node.target)
+        super().__init__(root, train_graph, class_name)  # copies what the train graph uses
+        eval_targets = [n.target for n in eval_graph.nodes if n.op in ("get_attr", "call_module")]
+        _copy_attrs(root, self, eval_targets)
         self.train_graph = train_graph
         self.eval_graph = eval_graph
         self.graph = train_graph if self.training else eval_graph
@@ -199,34 +194,6 @@ class DualGraphModule(GraphModule):
         if train_graph is not None and eval_graph is not None and mode is not self.training:
             self.graph = train_graph if mode else eval_graph
         return super().train(mode)  # type: ignore[return-value]
-
-
-def _has_path(module: nn.Module, path: str) -> bool:
-    try:
-        obj: Any = module
-        for atom in path.split("."):
-            obj = getattr(obj, atom)
-        return True
-    except AttributeError:
-        return False
-
-
-def _copy_path(src: nn.Module, dst: nn.Module, path: str) -> None:
-    *parents, leaf = path.split(".")
-    s: Any = src
-    d: Any = dst
-    for atom in parents:
-        s = getattr(s, atom)
-        child = getattr(d, atom, None)
-        if child is None:
-            child = nn.Module()
-            setattr(d, atom, child)
-        d = child
-    value = getattr(s, leaf)
-    if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
-        d.register_buffer(leaf, value)
-    else:
-        setattr(d, leaf, value)
 
 
 def create_feature_extractor(
