@@ -105,10 +105,9 @@ def _table(gm: Any) -> str:
 
 
 def _json(gm: Any) -> str:
-    from fxkit.serialize import FORMAT, FORMAT_VERSION, _Writer
+    from fxkit.serialize import graph_document
 
-    doc = {"format": FORMAT, "version": FORMAT_VERSION, "root": _Writer({}).module(gm, "")}
-    return json.dumps(doc, indent=1)
+    return json.dumps(graph_document(gm), indent=1)
 
 
 def _view(gm: Any, fmt: str) -> str:

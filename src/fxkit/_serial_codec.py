@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import torch
 import torch.utils._pytree as pytree
 
+from fxkit._shape_guards import _Ref
+
 __all__ = ["Allowlist", "DisallowedNameError", "FormatError", "Encoder", "Decoder"]
 
 
@@ -355,7 +357,7 @@ class Encoder:
             name = qualified_name(v, self.names)
             if name is not None:
                 return {"$fn": name}
-        if type(v).__name__ == "_Ref" and hasattr(v, "index"):
+        if type(v) is _Ref:  # a guard step's reference to an earlier step
             return {"$ref": v.index}
         raise TypeError(f"cannot save a value of type {type(v).__qualname__}: {v!r:.80}")
 
@@ -527,6 +529,4 @@ _DECODERS: Dict[str, Callable[[Decoder, Any], Any]] = {
 
 
 def _guard_ref(index: int) -> Any:
-    from fxkit._shape_guards import _Ref
-
     return _Ref(index)

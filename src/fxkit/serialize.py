@@ -43,7 +43,7 @@ from fxkit._serial_codec import (
 from fxkit.graph import Graph
 from fxkit.graph_module import GraphModule
 
-__all__ = ["save", "load", "FormatError", "DisallowedNameError", "FORMAT_VERSION"]
+__all__ = ["save", "load", "graph_document", "FormatError", "DisallowedNameError", "FORMAT_VERSION"]
 
 FORMAT = "fxkit.graph"
 FORMAT_VERSION = 1
@@ -86,7 +86,7 @@ def save(gm: Any, path: Union[str, os.PathLike, io.IOBase]) -> None:
     gm = _as_fxkit(gm)
     tensors: Dict[str, torch.Tensor] = {}
     writer = _Writer(tensors)
-    document = {"format": FORMAT, "version": FORMAT_VERSION, "root": writer.module(gm, "")}
+    document = _document(writer, gm)
     if writer.dropped:
         shown = ", ".join(writer.dropped[:8]) + (" ..." if len(writer.dropped) > 8 else "")
         warnings.warn(
@@ -99,6 +99,16 @@ def save(gm: Any, path: Union[str, os.PathLike, io.IOBase]) -> None:
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(_GRAPH_ENTRY, payload)
         archive.writestr(entry, weights)
+
+
+def _document(writer: "_Writer", gm: GraphModule) -> Dict[str, Any]:
+    return {"format": FORMAT, "version": FORMAT_VERSION, "root": writer.module(gm, "")}
+
+
+def graph_document(gm: Any) -> Dict[str, Any]:
+    """The JSON document :func:`save` writes for ``gm`` (``graph.json``), without the weights:
+    tensors appear as references only. For looking at a graph (``fxkit trace --format json``)."""
+    return _document(_Writer({}), _as_fxkit(gm))
 
 
 def _as_fxkit(gm: Any) -> GraphModule:
